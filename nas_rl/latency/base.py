@@ -1,0 +1,47 @@
+"""The LatencyModel role: ArchSpec -> latency in ms on one named device."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nas_rl.arch import ArchSpec
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of repeated runs, in milliseconds; a predicted latency has runs == 0 and all fields equal."""
+
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    runs: int
+
+    @classmethod
+    def predicted(cls, value_ms: float) -> LatencyStats:
+        return cls(value_ms, value_ms, 0.0, value_ms, value_ms, 0)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class LatencyModel(ABC):
+    """Measures or predicts the latency of an architecture on one device.
+
+    ``fingerprint()`` returns every setting that changes the answer (device, threads, precision, input
+    shape, ...): the evaluation store keys its cache by it.
+    """
+
+    @abstractmethod
+    def measure(self, arch: ArchSpec) -> LatencyStats:
+        """Latency statistics of ``arch``; raises :class:`nas_rl.errors.EvaluationFailed` if it cannot."""
+
+    def latency_ms(self, arch: ArchSpec) -> float:
+        return self.measure(arch).median_ms
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-serialisable settings that identify this model's answers."""
