@@ -1,0 +1,1 @@
+"""Hydra config root, shipped inside the package as nas_rl.conf."""

@@ -1,0 +1,41 @@
+"""The MnasNet controller's RNN: an LSTM over the token history as an SB3 features extractor."""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+
+class TokenLSTMExtractor(BaseFeaturesExtractor):
+    """Reads the tokens chosen so far autoregressively and returns the LSTM state at the current position.
+
+    Step ``t`` of the LSTM sees the token chosen at ``t - 1`` (a start symbol at ``t = 0``) and which decision
+    ``t`` is; the features for the next action are the output at ``position``. Tokens not yet chosen never
+    reach that output, so re-reading the history every step is the paper's autoregressive RNN policy,
+    which SB3's feed-forward MaskablePPO can train.
+
+    :param observation_space: the env's Dict space (``tokens`` MultiDiscrete, ``position`` Discrete).
+    :param hidden_size: LSTM units (the features' size).
+    :param embed_size: size of the per-step input embedding.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, hidden_size: int = 64, embed_size: int = 32) -> None:
+        super().__init__(observation_space, features_dim=hidden_size)
+        nvec = observation_space["tokens"].nvec
+        self.length, self.vocabulary = len(nvec), int(nvec[0])
+        self.embed = nn.Linear(self.vocabulary + self.length, embed_size)
+        self.lstm = nn.LSTM(embed_size, hidden_size, batch_first=True)
+        self.register_buffer("steps", torch.eye(self.length), persistent=False)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        # SB3 hands MultiDiscrete and Discrete observations over one-hot encoded.
+        tokens = observations["tokens"].view(-1, self.length, self.vocabulary)
+        batch = tokens.shape[0]
+        previous = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
+        previous[:, 0, 0] = 1.0  # index 0 ("not chosen") doubles as the start symbol
+        inputs = torch.cat([previous, self.steps.expand(batch, -1, -1)], dim=2)
+        outputs, _ = self.lstm(torch.relu(self.embed(inputs)))
+        position = observations["position"].argmax(dim=1).clamp(max=self.length - 1)
+        return outputs[torch.arange(batch, device=outputs.device), position]

@@ -1,0 +1,191 @@
+"""The MnasNet factorized hierarchical search space (Tan et al. 2019, section 4.1).
+
+A skeleton of blocks (by default MobileNetV2's seven: widths, repeats, strides); every block picks its
+ConvOp, kernel, squeeze-excite ratio, skip op, filter multiplier and layer count offset, and repeats
+that one layer. Six decisions per block, so 42 tokens for the default skeleton.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from nas_rl.arch import ArchSpec, BlockSpec
+from nas_rl.errors import ConfigError
+from nas_rl.spaces.base import Decision, SearchSpace
+
+#: MobileNetV2's inverted-residual skeleton (Sandler et al. 2018, table 2): width, repeats, stride.
+MOBILENETV2_WIDTHS = (16, 24, 32, 64, 96, 160, 320)
+MOBILENETV2_REPEATS = (1, 2, 3, 4, 3, 3, 1)
+MOBILENETV2_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+
+#: ConvOp choices as (block type, expansion): regular conv, depthwise-separable, MBConv 3, MBConv 6.
+CONV_OPS = (("cn", 1), ("ds", 1), ("ir", 3), ("ir", 6))
+BLOCK_DECISIONS = ("op", "kernel", "se", "skip", "width", "layers")
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of ``divisor`` without going below 90% of ``value`` (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class MnasNetSpace(SearchSpace):
+    """The paper's per-block decisions over a configurable skeleton.
+
+    :param resolution: input resolution the networks are trained at.
+    :param num_classes: classifier outputs.
+    :param in_channels: image channels.
+    :param stem_channels: width of the 3x3 stem conv.
+    :param stem_stride: stride of the stem (2 for ImageNet-size inputs; 1 keeps small inputs larger).
+    :param head_channels: width of the final 1x1 conv.
+    :param base_widths: each block's base width, multiplied by the chosen filter multiplier.
+    :param base_repeats: each block's base layer count, offset by the chosen layer offset (at least 1 layer).
+    :param strides: each block's first-layer stride.
+    :param width_multipliers: filter multiplier choices.
+    :param layer_offsets: layer count offset choices.
+    :param kernels: depthwise/conv kernel choices.
+    :param se_ratios: squeeze-excite ratio choices (0 = none).
+    """
+
+    def __init__(
+        self,
+        resolution: int = 224,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        stem_channels: int = 32,
+        stem_stride: int = 2,
+        head_channels: int = 1280,
+        base_widths: Sequence[int] = MOBILENETV2_WIDTHS,
+        base_repeats: Sequence[int] = MOBILENETV2_REPEATS,
+        strides: Sequence[int] = MOBILENETV2_STRIDES,
+        width_multipliers: Sequence[float] = (0.75, 1.0, 1.25),
+        layer_offsets: Sequence[int] = (-1, 0, 1),
+        kernels: Sequence[int] = (3, 5),
+        se_ratios: Sequence[float] = (0.0, 0.25),
+    ) -> None:
+        self._check(resolution, num_classes, base_widths, base_repeats, strides, kernels)
+        self._resolution = int(resolution)
+        self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)
+        self.stem_channels = int(stem_channels)
+        self.stem_stride = int(stem_stride)
+        self.head_channels = int(head_channels)
+        self.base_widths = tuple(int(w) for w in base_widths)
+        self.base_repeats = tuple(int(r) for r in base_repeats)
+        self.strides = tuple(int(s) for s in strides)
+        self.width_multipliers = tuple(float(m) for m in width_multipliers)
+        self.layer_offsets = tuple(int(o) for o in layer_offsets)
+        self.kernels = tuple(int(k) for k in kernels)
+        self.se_ratios = tuple(float(r) for r in se_ratios)
+        choices = {
+            "op": tuple(f"{op}{'' if op != 'ir' else f'_e{e}'}" for op, e in CONV_OPS),
+            "kernel": self.kernels,
+            "se": self.se_ratios,
+            "skip": (True, False),
+            "width": self.width_multipliers,
+            "layers": self.layer_offsets,
+        }
+        super().__init__(
+            [
+                Decision(f"block{b + 1}.{name}", choices[name])
+                for b in range(len(self.base_widths))
+                for name in BLOCK_DECISIONS
+            ]
+        )
+
+    @staticmethod
+    def _check(resolution, num_classes, base_widths, base_repeats, strides, kernels) -> None:
+        if int(resolution) < 8:
+            raise ConfigError(f"search_space.resolution={resolution} is not accepted: use an integer >= 8")
+        if int(num_classes) < 2:
+            raise ConfigError(f"search_space.num_classes={num_classes} is not accepted: use an integer >= 2")
+        if not len(base_widths) == len(base_repeats) == len(strides) >= 1:
+            raise ConfigError(
+                "search_space.base_widths, base_repeats and strides must have the same non-zero length, got "
+                f"{len(base_widths)}, {len(base_repeats)} and {len(strides)}"
+            )
+        bad_kernels = [k for k in kernels if int(k) < 1 or int(k) % 2 == 0]
+        if bad_kernels:
+            raise ConfigError(f"search_space.kernels={list(kernels)} is not accepted: use positive odd integers")
+
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    def _settings(self) -> dict[str, int]:
+        return {
+            "stem_channels": self.stem_channels,
+            "stem_stride": self.stem_stride,
+            "head_channels": self.head_channels,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+        }
+
+    def block_width(self, block: int, multiplier: float) -> int:
+        return make_divisible(self.base_widths[block] * multiplier)
+
+    def decode(self, tokens: Sequence[int]) -> ArchSpec:
+        tokens = self.check_tokens(tokens)
+        stages = []
+        per_block = len(BLOCK_DECISIONS)
+        for block in range(len(self.base_widths)):
+            op_t, kernel_t, se_t, skip_t, width_t, layers_t = tokens[block * per_block : (block + 1) * per_block]
+            op, expansion = CONV_OPS[op_t]
+            stages.append(
+                BlockSpec(
+                    op=op,
+                    repeats=max(1, self.base_repeats[block] + self.layer_offsets[layers_t]),
+                    kernel=self.kernels[kernel_t],
+                    stride=self.strides[block],
+                    out_channels=self.block_width(block, self.width_multipliers[width_t]),
+                    expansion=expansion,
+                    se_ratio=self.se_ratios[se_t],
+                    skip=skip_t == 0,
+                )
+            )
+        return ArchSpec(stages=tuple(stages), **self._settings())
+
+    def encode(self, arch: ArchSpec) -> tuple[int, ...]:
+        settings = self._settings()
+        for name, expected in settings.items():
+            if getattr(arch, name) != expected:
+                raise ValueError(f"architecture has {name}={getattr(arch, name)}, this space has {expected}")
+        if len(arch.stages) != len(self.base_widths):
+            raise ValueError(f"architecture has {len(arch.stages)} stages, this space has {len(self.base_widths)}")
+        tokens: list[int] = []
+        for block, stage in enumerate(arch.stages):
+            where = f"stage {block + 1} ({stage.to_string()})"
+            if stage.stride != self.strides[block]:
+                raise ValueError(f"{where}: stride {stage.stride}, the skeleton has {self.strides[block]}")
+            tokens.append(_index((stage.op, stage.expansion), CONV_OPS, where, "conv op"))
+            tokens.append(_index(stage.kernel, self.kernels, where, "kernel"))
+            tokens.append(_index(stage.se_ratio, self.se_ratios, where, "se ratio"))
+            tokens.append(0 if stage.skip else 1)
+            widths = [self.block_width(block, m) for m in self.width_multipliers]
+            tokens.append(_index(stage.out_channels, widths, where, "width"))
+            repeats = [max(1, self.base_repeats[block] + o) for o in self.layer_offsets]
+            tokens.append(_index(stage.repeats, repeats, where, "layer count"))
+        return tuple(tokens)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "space": "mnasnet",
+            "resolution": self.resolution,
+            **self._settings(),
+            "base_widths": list(self.base_widths),
+            "base_repeats": list(self.base_repeats),
+            "strides": list(self.strides),
+            "width_multipliers": list(self.width_multipliers),
+            "layer_offsets": list(self.layer_offsets),
+            "kernels": list(self.kernels),
+            "se_ratios": list(self.se_ratios),
+        }
+
+
+def _index(value: Any, options: Sequence[Any], where: str, what: str) -> int:
+    for index, option in enumerate(options):
+        if option == value:
+            return index
+    raise ValueError(f"{where}: {what} {value!r} is not in this space's choices {list(options)}")
