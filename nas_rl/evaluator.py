@@ -118,7 +118,8 @@ class Evaluator:
         except EvaluationFailed as failure:
             evaluation.status, evaluation.error = "failed", str(failure)
         except RuntimeError as failure:  # e.g. a torch kernel refusing a shape: the candidate fails, not the search
-            evaluation.status, evaluation.error = "failed", f"{type(failure).__name__}: {(str(failure).splitlines() or [""])[0]}"
+            first_line = (str(failure).strip().splitlines() or ["no message"])[0]
+            evaluation.status, evaluation.error = "failed", f"{type(failure).__name__}: {first_line}"
         else:
             evaluation.latency_ms = stats.median_ms
             evaluation.latency_mean_ms = stats.mean_ms

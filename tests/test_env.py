@@ -1,0 +1,90 @@
+"""NasEnv: the env contract, checkers, masks, invalid actions, pickling and registration."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import nas_rl  # noqa: F401  (registers the ids)
+from nas_rl.envs.nas_env import NasEnv
+from nas_rl.errors import ConfigError
+from nas_rl.evaluator import Evaluator
+from nas_rl.reward import MnasReward
+from nas_rl.store import EvaluationStore
+from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+
+
+def make_env(**kwargs) -> NasEnv:
+    evaluator = Evaluator(HashAccuracyDouble(), ChannelLatencyDouble(), MnasReward(1.0), EvaluationStore(":memory:"))
+    return NasEnv(tiny_space(), evaluator, **kwargs)
+
+
+def run_episode(env: NasEnv, actions) -> tuple[float, dict]:
+    env.reset(seed=0)
+    for action in actions:
+        _, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated
+    return reward, info
+
+
+def test_env_passes_gymnasium_and_sb3_checkers() -> None:
+    gym_check_env(make_env(), skip_render_check=True)
+    sb3_check_env(make_env(), warn=True)
+
+
+def test_terminal_step_reports_the_evaluation_and_others_pay_nothing() -> None:
+    env = make_env()
+    obs, _ = env.reset(seed=0)
+    assert obs["position"] == 0 and not obs["tokens"].any()
+    _, reward, terminated, _, info = env.step(1)
+    assert (reward, terminated, info) == (0.0, False, {})
+    reward, info = run_episode(env, [0] * 42)
+    assert set(info) >= {"arch", "accuracy", "latency_ms", "reward", "cached", "eval_seconds", "status"}
+    assert info["reward"] == reward > 0 and info["status"] == "ok"
+    assert run_episode(env, [0] * 42)[1]["cached"]
+
+
+def test_invalid_actions_wrap_or_clip() -> None:
+    # Position 1 (kernel) has 2 choices: action 3 wraps to 1, clips to 1; action 2 wraps to 0, clips to 1.
+    wrapped = run_episode(make_env(invalid_action="wrap"), [0, 2] + [0] * 40)[1]["tokens"]
+    clipped = run_episode(make_env(invalid_action="clip"), [0, 2] + [0] * 40)[1]["tokens"]
+    assert wrapped[1] == 0 and clipped[1] == 1
+    with pytest.raises(ConfigError, match="env.invalid_action"):
+        make_env(invalid_action="crash")
+
+
+def test_action_masks_follow_the_position() -> None:
+    env = make_env()
+    env.reset(seed=0)
+    assert env.action_masks().tolist() == [True, True, True, True]
+    env.step(0)
+    assert env.action_masks().tolist() == [True, True, False, False]
+
+
+def test_env_pickles_and_runs_after_unpickling() -> None:
+    env = make_env()
+    clone = pickle.loads(pickle.dumps(env))
+    assert run_episode(clone, [1] * 42)[1]["status"] == "ok"
+
+
+def test_registered_id_builds_the_spec_with_overrides() -> None:
+    env = gym.make("nas_rl/MnasNet-v0", reward={"target_ms": 3.0})
+    base = env.unwrapped
+    assert base.evaluator.reward.target_ms == 3.0
+    assert base.search_space.num_decisions == 42
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    with pytest.raises(ValueError, match="unknown spec field"):
+        gym.make("nas_rl/MnasNet-v0", rewards={"target_ms": 3.0})
+
+
+def test_random_rollouts_are_reproducible_from_the_seed() -> None:
+    env = make_env()
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    arch_a = run_episode(env, [rng_a.integers(4) for _ in range(42)])[1]["arch"]
+    arch_b = run_episode(env, [rng_b.integers(4) for _ in range(42)])[1]["arch"]
+    assert arch_a == arch_b

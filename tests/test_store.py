@@ -1,0 +1,63 @@
+"""The SQLite evaluation store and the evaluator's cache and failure paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas_rl.errors import EvaluationFailed
+from nas_rl.evaluator import Evaluator
+from nas_rl.reward import MnasReward
+from nas_rl.store import EvaluationStore
+from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+
+
+def make_evaluator(path: Path, accuracy=None, run_id: str = "run") -> Evaluator:
+    return Evaluator(
+        accuracy or HashAccuracyDouble(), ChannelLatencyDouble(), MnasReward(target_ms=1.0), EvaluationStore(path), run_id
+    )
+
+
+def test_repeated_architecture_is_answered_from_the_store(tmp_path: Path) -> None:
+    evaluator = make_evaluator(tmp_path / "e.sqlite")
+    arch = tiny_space().decode((0,) * 42)
+    first, second = evaluator.evaluate(arch), evaluator.evaluate(arch)
+    assert not first.cached and second.cached
+    assert evaluator.accuracy.calls == 1
+    assert second.reward == first.reward
+    # A new process (a new store object on the same file) sees the same cache.
+    again = make_evaluator(tmp_path / "e.sqlite", run_id="other").evaluate(arch)
+    assert again.cached and again.evaluation.id == first.evaluation.id
+    assert [row["cached"] for row in evaluator.store.episodes("run")] == [0, 1]
+
+
+def test_other_evaluator_settings_do_not_hit_the_cache(tmp_path: Path) -> None:
+    class OtherAccuracyDouble(HashAccuracyDouble):
+        def fingerprint(self):
+            return {"kind": "hash_double", "epochs": 2}
+
+    arch = tiny_space().decode((1,) * 42)
+    make_evaluator(tmp_path / "e.sqlite").evaluate(arch)
+    assert not make_evaluator(tmp_path / "e.sqlite", OtherAccuracyDouble()).evaluate(arch).cached
+
+
+def test_failed_evaluation_is_recorded_with_reason_and_zero_reward(tmp_path: Path) -> None:
+    class DivergingAccuracyDouble(HashAccuracyDouble):
+        def accuracy(self, arch):
+            raise EvaluationFailed("proxy training diverged: loss is nan at step 3/10")
+
+    evaluator = make_evaluator(tmp_path / "e.sqlite", DivergingAccuracyDouble())
+    outcome = evaluator.evaluate(tiny_space().decode((0,) * 42))
+    assert outcome.reward == 0.0
+    assert outcome.evaluation.status == "failed"
+    assert "diverged" in outcome.evaluation.error
+    stored = list(evaluator.store.evaluations())
+    assert [(e.status, e.error) for e in stored] == [("failed", outcome.evaluation.error)]
+
+
+def test_corrupt_store_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match="broken.sqlite"):
+        EvaluationStore(path).lookup("x", "y")
