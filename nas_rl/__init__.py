@@ -1,5 +1,11 @@
 """nas-rl: hardware-aware neural architecture search by reinforcement learning, as a Gymnasium env."""
 
+import os
+
+# TensorFlow (TFLite conversion) and the libraries that import it print C++ info logs on import; keep
+# the terminal for nas-rl's own output unless the user asked for them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 from nas_rl.envs.registry import register_all as _register_all
 
 __version__ = "0.1.0"

@@ -40,7 +40,11 @@ def _explain(error: Exception, override: str) -> str:
         options = group_options(group)
         if options:
             return f"{key}={value} is not accepted: {group} is one of {', '.join(options)}"
-    first_line = str(error).strip().splitlines()[0]
+    message = str(error)
+    if "not in struct" in message and "=" in override:
+        key, value = override.split("=", 1)
+        return f"{key}={value} is not accepted: {key} is not a key of the config (to add a new key: +{key}={value})"
+    first_line = message.strip().splitlines()[0]
     return f"override {override!r}: {first_line}"
 
 

@@ -37,5 +37,5 @@ class TokenLSTMExtractor(BaseFeaturesExtractor):
         previous[:, 0, 0] = 1.0  # index 0 ("not chosen") doubles as the start symbol
         inputs = torch.cat([previous, self.steps.expand(batch, -1, -1)], dim=2)
         outputs, _ = self.lstm(torch.relu(self.embed(inputs)))
-        position = observations["position"].argmax(dim=1).clamp(max=self.length - 1)
+        position = observations["position"].reshape(batch, -1).argmax(dim=1).clamp(max=self.length - 1)
         return outputs[torch.arange(batch, device=outputs.device), position]

@@ -1,0 +1,71 @@
+"""The `nas-rl` entry point as a user runs it: a real tiny search, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_OVERRIDES
+
+
+def nas_rl_command() -> list[str]:
+    script = Path(sys.executable).parent / "nas-rl"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("nas-rl")
+    return [found] if found else [sys.executable, "-m", "nas_rl.cli"]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(nas_rl_command() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("controller=nope", "controller=nope is not accepted: controller is one of mnasnet, random"),
+        ("reward.target_ms=-1", "reward.target_ms=-1 is not accepted"),
+        ("search.budget=0", "search.budget=0 is not accepted"),
+        ("accuracy.epochs=0", "accuracy.epochs=0 is not accepted"),
+        ("search.no_such_key=1", "search.no_such_key"),
+        ("seed=0,-1", "seed=-1 is not accepted"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(override: str, named: str, tmp_path: Path) -> None:
+    result = run_cli([override], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_real_search_end_to_end_writes_every_output(tmp_path: Path) -> None:
+    """Real proxy training and real LiteRT measurement, tiny budget, the default MnasNet controller."""
+    run_dir = tmp_path / "run"
+    result = run_cli([*TINY_OVERRIDES, "search.budget=3", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("config.yaml", "evaluations.sqlite", "evaluations.csv", "best.json"):
+        assert (run_dir / name).is_file(), name
+    for label in ("best architecture", "accuracy", "latency", "reward", "evaluations", "cache hits", "failures"):
+        assert label in result.stdout
+    rows = list(csv.DictReader(open(run_dir / "evaluations.csv")))
+    assert len(rows) == 3
+    assert all(row["status"] == "ok" and 0 <= float(row["accuracy"]) <= 1 for row in rows)
+    assert all(float(row["latency_ms"]) > 0 and int(row["latency_runs"]) >= 10 for row in rows)
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["evaluations"] == 3 and best["failures"] == 0
+    assert best["best"]["reward"] == max(float(row["reward"]) for row in rows)
+    with sqlite3.connect(run_dir / "evaluations.sqlite") as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM evaluations WHERE status = 'ok'").fetchone()[0]
+    assert stored == 3 - best["cache_hits"]
+    assert "search_space:" in (run_dir / "config.yaml").read_text()
