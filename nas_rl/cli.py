@@ -45,7 +45,7 @@ def _explain(error: Exception, override: str) -> str:
         key, value = override.split("=", 1)
         return f"{key}={value} is not accepted: {key} is not a key of the config (to add a new key: +{key}={value})"
     first_line = message.strip().splitlines()[0]
-    return f"override {override!r}: {first_line}"
+    return f"override {override!r}: {first_line}" if override else first_line
 
 
 def validate_overrides(config_name: str, overrides: list[str]) -> None:
@@ -60,23 +60,40 @@ def validate_overrides(config_name: str, overrides: list[str]) -> None:
         parsed = parser.parse_overrides(overrides)
     except HydraException as error:
         _fail(str(error).strip().splitlines()[0])
-    singles: list[str] = []
+    # Every value of every sweep is checked once, with the other overrides at their first value.
+    choices: list[list[str]] = []
     for override, text in zip(parsed, overrides):
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [None]
         prefix = text.split("=", 1)[0]
-        singles.extend(text if value is None else f"{prefix}={value}" for value in values)
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [None]
+        choices.append([text if value is None else f"{prefix}={value}" for value in values])
+    base = [options[0] for options in choices]
+    combinations = [base] + [
+        base[:index] + [option] + base[index + 1 :]
+        for index, options in enumerate(choices)
+        for option in options[1:]
+    ]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        for override in singles or [None]:
+        for combination in combinations:
             try:
-                cfg = compose(config_name, overrides=[override] if override else [], return_hydra_config=True)
+                cfg = compose(config_name, overrides=combination, return_hydra_config=True)
             except (HydraException, OmegaConfBaseException) as error:
-                _fail(_explain(error, override or ""))
+                _fail(_explain(error, _culprit(error, combination)))
             HydraConfig.instance().set_config(cfg)
             try:
                 check_search_settings(cfg)
                 _check_values(cfg)
             except ConfigError as error:
                 _fail(str(error))
+
+
+def _culprit(error: Exception, overrides: list[str]) -> str:
+    """The override a composition error is about (the one whose key or value its message quotes)."""
+    message = str(error)
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if f"'{key}'" in message or f"'{key.split('.')[0]}/{value}'" in message:
+            return override
+    return overrides[0] if len(overrides) == 1 else ""
 
 
 def _check_values(cfg: DictConfig) -> None:
@@ -99,7 +116,9 @@ def _search(cfg: DictConfig) -> None:
     from nas_rl.search import print_summary, run_search
 
     try:
-        result = run_search(cfg, Path(HydraConfig.get().runtime.output_dir))
+        hydra_cfg = HydraConfig.get()
+        overridden = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o]
+        result = run_search(cfg, Path(hydra_cfg.runtime.output_dir), [k for k in overridden if k != "resume"])
     except ConfigError as error:
         _fail(str(error))
     print_summary(result)
@@ -111,6 +130,99 @@ def search_main() -> None:
     if not any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for arg in sys.argv[1:]):
         validate_overrides("config", [o for o in overrides if not o.startswith("hydra.")])
     _search()
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """``nas-rl-report RUN_DIR [RUN_DIR ...]``: one run's summary and plots, or a comparison of several runs."""
+    import argparse
+
+    from nas_rl.report import report
+
+    parser = argparse.ArgumentParser(
+        prog="nas-rl-report",
+        description="One run: print its summary and (re)write pareto.csv, pareto.png and progress.png. Several "
+        "runs (e.g. a sweep's job folders): print a comparison table and write comparison.csv and comparison.png.",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a folder written by nas-rl")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR",
+        help="where to write (default: the run folder for one run, the current folder for several)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        report(args.run_dirs, args.out)
+    except ConfigError as error:
+        print(f"nas-rl-report: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
+
+
+@hydra.main(config_path="pkg://nas_rl.conf", config_name="accuracy_report", version_base="1.3")
+def accuracy_report_main(cfg: DictConfig) -> None:
+    """``nas-rl-accuracy-report``: correlations of every zero-cost proxy with proxy-trained accuracy on
+    ``report.archs`` random architectures; table, CSV and scatter plot in the run dir."""
+    from nas_rl.accuracy.report import run_report
+
+    try:
+        run_report(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        _fail(str(error))
+
+
+
+def _check_tool_overrides(config_name: str, keys: tuple[str, ...]) -> None:
+    """Compose ``config_name`` with each command-line override and build the roles at ``keys``: a wrong key or
+    value stops the command with one line before any measurement starts."""
+    from hydra import compose, initialize_config_module
+
+    from nas_rl.config import build
+
+    if any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for arg in sys.argv[1:]):
+        return
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-") and "=" in a and not a.startswith("hydra.")]
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        for override in overrides + [None]:  # each alone names the culprit; then all together (settings that
+            try:  # must agree, such as a skeleton's lists, are checked only together)
+                cfg = compose(config_name, overrides=[override] if override else overrides, return_hydra_config=True)
+            except (HydraException, OmegaConfBaseException) as error:
+                _fail(_explain(error, override or " ".join(overrides)))
+        HydraConfig.instance().set_config(cfg)
+        try:
+            for key in keys:
+                build(cfg[key], key)
+        except ConfigError as error:
+            _fail(str(error))
+
+
+@hydra.main(config_path="pkg://nas_rl.conf", config_name="profile", version_base="1.3")
+def _profile(cfg: DictConfig) -> None:
+    from nas_rl.latency.profile import run_profile
+
+    try:
+        run_profile(cfg)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def profile_main() -> None:
+    """``nas-rl-profile device=<name> search_space=<name>``: write (or resume) a device's latency table."""
+    _check_tool_overrides("profile", ("search_space", "device"))
+    _profile()
+
+
+@hydra.main(config_path="pkg://nas_rl.conf", config_name="latency_report", version_base="1.3")
+def _latency_report(cfg: DictConfig) -> None:
+    from nas_rl.latency.report import run_report
+
+    try:
+        run_report(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def latency_report_main() -> None:
+    """``nas-rl-latency-report``: every latency model against LiteRT measurements of held-out architectures."""
+    _check_tool_overrides("latency_report", ("search_space", "device"))
+    _latency_report()
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ class EvaluationStore:
         return self._conn
 
     def close(self) -> None:
+        """Close this process's connection (reopened on next use); an in-memory store stays open: closing would lose it."""
+        if str(self.path) == ":memory:":
+            return
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None

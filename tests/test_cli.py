@@ -32,7 +32,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("controller=nope", "controller=nope is not accepted: controller is one of mnasnet, random"),
+        ("controller=nope", "controller=nope is not accepted: controller is one of a2c, evolution, mnasnet"),
         ("reward.target_ms=-1", "reward.target_ms=-1 is not accepted"),
         ("search.budget=0", "search.budget=0 is not accepted"),
         ("accuracy.epochs=0", "accuracy.epochs=0 is not accepted"),

@@ -88,3 +88,17 @@ def test_random_rollouts_are_reproducible_from_the_seed() -> None:
     arch_a = run_episode(env, [rng_a.integers(4) for _ in range(42)])[1]["arch"]
     arch_b = run_episode(env, [rng_b.integers(4) for _ in range(42)])[1]["arch"]
     assert arch_a == arch_b
+
+
+def test_mnasnet_v0_spec_is_the_default_search_env() -> None:
+    """The registered id and `nas-rl` with no overrides search the same env (change either: add MnasNet-v1)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from nas_rl.envs.registry import load_spec
+
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config")
+    spec = load_spec("MnasNet-v0")
+    for key in ("search_space", "dataset", "accuracy", "latency", "reward", "env"):
+        assert OmegaConf.to_container(spec[key]) == OmegaConf.to_container(cfg[key]), key

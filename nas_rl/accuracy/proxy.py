@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nas_rl.accuracy.base import AccuracyEstimator
+from nas_rl.accuracy.checkpoint import Checkpoint, load_checkpoint
 from nas_rl.accuracy.datasets import SplitDataset
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.models.torch_builder import build_torch_model
 
 OPTIMIZERS = ("sgd", "adam")
+EVAL_BATCH = 256
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (0: leave torch's setting), then restore it."""
+    before = torch.get_num_threads()
+    if threads and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def scale_width(arch: ArchSpec, multiplier: float) -> ArchSpec:
+    """The channel-scaled copy of ``arch`` that proxy training trains: every stage's, the stem's and the
+    head's channels times ``multiplier``, rounded to the nearest integer (at least 1). Block types, kernels,
+    strides, depths, expansion and SE ratios are kept, so the proxy ranks the same design choices at a
+    fraction of the cost; the latency is still taken on ``arch`` itself."""
+    if multiplier == 1.0:
+        return arch
+
+    def scaled(channels: int) -> int:
+        return max(1, int(round(channels * multiplier)))
+
+    stages = tuple(dataclasses.replace(s, out_channels=scaled(s.out_channels)) for s in arch.stages)
+    return dataclasses.replace(
+        arch, stages=stages, stem_channels=scaled(arch.stem_channels), head_channels=scaled(arch.head_channels)
+    )
 
 
 class ProxyTraining(AccuracyEstimator):
     """Short SGD/Adam training with a cosine schedule; accuracy on the validation split.
+
+    Optionally trains at a proxy resolution and width (cheaper than the deployed network; the latency model
+    still measures the deployed one) and distils from a teacher: the loss is then
+    ``(1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
 
     :param dataset: the data (already split, resized and normalised).
     :param epochs: passes over the (subset of the) training split.
@@ -31,6 +71,13 @@ class ProxyTraining(AccuracyEstimator):
     :param label_smoothing: cross-entropy label smoothing.
     :param seed: seeds initialisation and batch order: the same seed gives the same accuracy.
     :param threads: torch intra-op threads (0 = torch's default, all cores).
+    :param resolution: proxy-training input resolution (train and validation images are resized to it once);
+        None trains at the dataset's resolution.
+    :param width_multiplier: train :func:`scale_width` ``(arch, width_multiplier)`` instead of ``arch``.
+    :param teacher: path of a nas-rl checkpoint (:mod:`nas_rl.accuracy.checkpoint`) to distil from; it must
+        take the dataset's channels and predict its classes, and have been trained on nas-rl's normalisation.
+    :param distill_temperature: softmax temperature ``T`` of the distillation term.
+    :param distill_weight: weight ``w`` of the distillation term, in [0, 1].
     """
 
     def __init__(
@@ -45,6 +92,11 @@ class ProxyTraining(AccuracyEstimator):
         label_smoothing: float = 0.0,
         seed: int = 0,
         threads: int = 0,
+        resolution: int | None = None,
+        width_multiplier: float = 1.0,
+        teacher: str | None = None,
+        distill_temperature: float = 4.0,
+        distill_weight: float = 0.5,
     ) -> None:
         _require(epochs > 0, "accuracy.epochs", epochs, "a number > 0")
         _require(0 < train_fraction <= 1, "accuracy.train_fraction", train_fraction, "a number in (0, 1]")
@@ -53,6 +105,10 @@ class ProxyTraining(AccuracyEstimator):
         _require(optimizer in OPTIMIZERS, "accuracy.optimizer", optimizer, f"one of {OPTIMIZERS}")
         _require(0 <= label_smoothing < 1, "accuracy.label_smoothing", label_smoothing, "a number in [0, 1)")
         _require(threads >= 0, "accuracy.threads", threads, "an integer >= 0 (0 = all cores)")
+        _require(resolution is None or resolution >= 1, "accuracy.resolution", resolution, "null or an integer >= 1")
+        _require(0 < width_multiplier <= 4, "accuracy.width_multiplier", width_multiplier, "a number in (0, 4]")
+        _require(distill_temperature > 0, "accuracy.distill_temperature", distill_temperature, "a number > 0")
+        _require(0 <= distill_weight <= 1, "accuracy.distill_weight", distill_weight, "a number in [0, 1]")
         self.dataset = dataset
         self.epochs = float(epochs)
         self.train_fraction = float(train_fraction)
@@ -63,9 +119,22 @@ class ProxyTraining(AccuracyEstimator):
         self.label_smoothing = float(label_smoothing)
         self.seed = int(seed)
         self.threads = int(threads)
+        self.resolution = None if resolution is None else int(resolution)
+        self.width_multiplier = float(width_multiplier)
+        self.distill_temperature = float(distill_temperature)
+        self.distill_weight = float(distill_weight)
+        self.teacher_path = None if teacher in (None, "") else str(teacher)
+        self._teacher: Checkpoint | None = None
+        self._teacher_digest = ""
+        if self.teacher_path is not None:
+            self._teacher = load_checkpoint(self.teacher_path, key="accuracy.teacher")
+            self._teacher_digest = _file_digest(Path(self.teacher_path).expanduser())
+            if dataset is not None:
+                self._check_teacher()
+        self._tensors: dict[str, torch.Tensor] | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        fingerprint = {
             "kind": "proxy_training",
             **self.dataset.fingerprint(),
             "epochs": self.epochs,
@@ -77,19 +146,43 @@ class ProxyTraining(AccuracyEstimator):
             "label_smoothing": self.label_smoothing,
             "seed": self.seed,
         }
+        # Settings added after the first release appear only when used, so older stores keep their keys.
+        if self.resolution is not None and self.resolution != self.dataset.resolution:
+            fingerprint["proxy_resolution"] = self.resolution
+        if self.width_multiplier != 1.0:
+            fingerprint["width_multiplier"] = self.width_multiplier
+        if self._teacher is not None:
+            fingerprint["teacher"] = {
+                "digest": self._teacher_digest,
+                "arch": self._teacher.arch.to_string(),
+                "temperature": self.distill_temperature,
+                "weight": self.distill_weight,
+            }
+        return fingerprint
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tensors": None}  # resized copies and teacher logits are rebuilt on demand
 
     def accuracy(self, arch: ArchSpec) -> float:
         return self.train(arch)[1]
 
     def train(self, arch: ArchSpec) -> tuple[torch.nn.Module, float]:
-        """Train ``arch`` from a seeded initialisation; returns the trained model (eval mode) and its accuracy."""
+        """Train (the width-scaled copy of) ``arch`` from a seeded initialisation; returns the trained model
+        (eval mode) and its validation accuracy."""
         self._check_arch(arch)
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        with torch_threads(self.threads):
+            return self._train(arch)
+
+    def _train(self, arch: ArchSpec) -> tuple[torch.nn.Module, float]:
+        data = self.tensors()
         torch.manual_seed(self.seed)
-        model = build_torch_model(arch)
+        model = build_torch_model(scale_width(arch, self.width_multiplier))
         rng = np.random.default_rng(self.seed)
-        x_train, y_train = self._training_subset(rng)
+        x_train, y_train, teacher = data["x_train"], data["y_train"], data.get("teacher_logits")
+        keep = self._training_subset(rng)
+        if keep is not None:
+            x_train, y_train = x_train[keep], y_train[keep]
+            teacher = None if teacher is None else teacher[keep]
         steps_per_epoch = max(1, len(y_train) // self.batch_size)
         total_steps = max(1, round(self.epochs * steps_per_epoch))
         optimizer = self._optimizer(model)
@@ -102,7 +195,8 @@ class ProxyTraining(AccuracyEstimator):
                 if step == total_steps:
                     break
                 batch = order[start : start + self.batch_size]
-                loss = F.cross_entropy(model(x_train[batch]), y_train[batch], label_smoothing=self.label_smoothing)
+                logits = model(x_train[batch])
+                loss = self._loss(logits, y_train[batch], None if teacher is None else teacher[batch])
                 if not torch.isfinite(loss):
                     raise EvaluationFailed(f"proxy training diverged: loss is {loss.item()} at step {step + 1}/{total_steps}")
                 optimizer.zero_grad(set_to_none=True)
@@ -113,25 +207,54 @@ class ProxyTraining(AccuracyEstimator):
         recalibrate_batchnorm(model, x_train, self.batch_size)
         return model, self.evaluate(model)
 
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if teacher is None or self.distill_weight == 0:
+            return loss
+        t = self.distill_temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True, reduction="batchmean"
+        )
+        return (1 - self.distill_weight) * loss + self.distill_weight * t * t * kl
+
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> float:
-        """Top-1 accuracy of ``model`` on the validation split."""
+        """Top-1 accuracy of ``model`` on the validation split (at the proxy resolution)."""
         model.eval()
-        x_val, y_val = torch.from_numpy(self.dataset.x_val), torch.from_numpy(self.dataset.y_val)
+        data = self.tensors()
+        x_val, y_val = data["x_val"], data["y_val"]
         correct = 0
-        for start in range(0, len(y_val), 256):
-            logits = model(x_val[start : start + 256])
+        for start in range(0, len(y_val), EVAL_BATCH):
+            logits = model(x_val[start : start + EVAL_BATCH])
             if not torch.isfinite(logits).all():
                 raise EvaluationFailed("proxy training diverged: validation logits are not finite")
-            correct += int((logits.argmax(1) == y_val[start : start + 256]).sum())
+            correct += int((logits.argmax(1) == y_val[start : start + EVAL_BATCH]).sum())
         return correct / len(y_val)
 
-    def _training_subset(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.dataset.x_train, self.dataset.y_train
-        if self.train_fraction < 1.0:
-            keep = np.sort(rng.permutation(len(y))[: max(self.batch_size, round(self.train_fraction * len(y)))])
-            x, y = x[keep], y[keep]
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The splits as tensors at the proxy resolution (and the teacher's logits of the training split),
+        computed once per estimator."""
+        if self._tensors is None:
+            d = self.dataset
+            x_train, x_val = torch.from_numpy(d.x_train), torch.from_numpy(d.x_val)
+            if self.resolution is not None and self.resolution != d.resolution:
+                size = (self.resolution, self.resolution)
+                x_train = F.interpolate(x_train, size=size, mode="bilinear", align_corners=False).contiguous()
+                x_val = F.interpolate(x_val, size=size, mode="bilinear", align_corners=False).contiguous()
+            tensors = {"x_train": x_train, "y_train": torch.from_numpy(d.y_train), "x_val": x_val,
+                       "y_val": torch.from_numpy(d.y_val)}  # fmt: skip
+            if self._teacher is not None and self.distill_weight > 0:
+                tensors["teacher_logits"] = _logits(self._teacher.build_model(), x_train)
+            self._tensors = tensors
+        return self._tensors
+
+    def _training_subset(self, rng: np.random.Generator) -> torch.Tensor | None:
+        """Indices of the seeded training subset; None for the whole split (no copy)."""
+        count = len(self.dataset.y_train)
+        if self.train_fraction >= 1.0:
+            return None
+        keep = np.sort(rng.permutation(count)[: max(self.batch_size, round(self.train_fraction * count))])
+        return torch.from_numpy(keep)
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
@@ -147,6 +270,31 @@ class ProxyTraining(AccuracyEstimator):
                 f"{self.dataset.name!r} has {self.dataset.in_channels} and {self.dataset.num_classes}: set "
                 "search_space.in_channels and search_space.num_classes to match the dataset"
             )
+        if self._teacher is not None:
+            self._check_teacher()
+
+    def _check_teacher(self) -> None:
+        teacher, d = self._teacher.arch, self.dataset
+        if teacher.in_channels != d.in_channels or teacher.num_classes != d.num_classes:
+            raise ConfigError(
+                f"accuracy.teacher={self.teacher_path}: the teacher takes {teacher.in_channels} channels and predicts "
+                f"{teacher.num_classes} classes; dataset {d.name!r} has {d.in_channels} channels and "
+                f"{d.num_classes} classes"
+            )
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[start : start + EVAL_BATCH]) for start in range(0, len(images), EVAL_BATCH)])
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @torch.no_grad()

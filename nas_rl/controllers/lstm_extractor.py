@@ -39,3 +39,17 @@ class TokenLSTMExtractor(BaseFeaturesExtractor):
         outputs, _ = self.lstm(torch.relu(self.embed(inputs)))
         position = observations["position"].reshape(batch, -1).argmax(dim=1).clamp(max=self.length - 1)
         return outputs[torch.arange(batch, device=outputs.device), position]
+
+
+class FlatTokenExtractor(BaseFeaturesExtractor):
+    """The one-hot tokens and position, concatenated: the input of SB3's recurrent policies, which keep their
+    own LSTM state across the episode (SB3's CombinedExtractor reports a numpy-typed size that
+    ``torch.nn.LSTM`` refuses for MultiDiscrete spaces)."""
+
+    def __init__(self, observation_space: spaces.Dict) -> None:
+        size = int(sum(int(n) for n in observation_space["tokens"].nvec)) + int(observation_space["position"].n)
+        super().__init__(observation_space, features_dim=size)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = observations["tokens"].shape[0]
+        return torch.cat([observations["tokens"].reshape(batch, -1), observations["position"].reshape(batch, -1)], 1)

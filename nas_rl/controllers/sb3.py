@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from nas_rl.controllers.base import Controller, OnEvaluation
+from nas_rl.errors import ConfigError
+
+VEC_ENVS = ("dummy", "subproc")
 
 
 class BudgetCallback(BaseCallback):
@@ -27,33 +31,73 @@ class BudgetCallback(BaseCallback):
             if done and self.proposed < self.budget:
                 self.proposed += 1
                 self.on_evaluation(info)
-                for key in ("reward", "accuracy", "latency_ms"):
-                    if info.get(key) is not None:
-                        self.logger.record_mean(f"nas/{key}", info[key])
         return self.proposed < self.budget
 
 
 class SB3Controller(Controller):
     """Trains an SB3 algorithm on the env until the budget is spent.
 
-    :param algorithm: a callable (a class, or a Hydra ``_partial_``) taking ``env`` and ``seed`` keyword
-        arguments and returning an SB3 ``BaseAlgorithm``; its hyper-parameters are bound in the config.
-    :param tensorboard_log: folder for SB3's TensorBoard logs, or None.
+    :param algorithm: a callable (a class, or a Hydra ``_partial_``) taking ``env``, ``seed``, ``verbose`` and
+        ``tensorboard_log`` keyword arguments and returning an SB3 ``BaseAlgorithm``; its hyper-parameters
+        are bound in the config.
+    :param n_envs: envs stepped together; with ``vec_env=subproc`` their candidates are evaluated in parallel
+        processes (all share the store). The last step may finish up to ``n_envs - 1`` architectures past the
+        budget: they are kept in the store, not reported.
+    :param vec_env: ``dummy`` (one process) or ``subproc``.
     """
 
-    def __init__(self, algorithm: Callable[..., BaseAlgorithm], tensorboard_log: str | None = None) -> None:
+    def __init__(self, algorithm: Callable[..., BaseAlgorithm], n_envs: int = 1, vec_env: str = "dummy") -> None:
+        if n_envs < 1:
+            raise ConfigError(f"controller.n_envs={n_envs} is not accepted: use an integer >= 1")
+        if vec_env not in VEC_ENVS:
+            raise ConfigError(f"controller.vec_env={vec_env!r} is not accepted: use one of {VEC_ENVS}")
         self.algorithm = algorithm
-        self.tensorboard_log = tensorboard_log
+        self.n_envs = n_envs
+        self.vec_env = vec_env
         self.model: BaseAlgorithm | None = None
+        self._checkpoint: Path | None = None
 
-    def search(self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation) -> None:
-        vec_env = DummyVecEnv([lambda: env])
-        kwargs: dict[str, Any] = {"env": vec_env, "seed": seed, "verbose": 0}
-        if self.tensorboard_log:
-            kwargs["tensorboard_log"] = self.tensorboard_log
-        self.model = self.algorithm(**kwargs)
-        episode_length = env.get_wrapper_attr("search_space").num_decisions
-        rollout = getattr(self.model, "n_steps", 1) * vec_env.num_envs
-        # Enough timesteps for the budget plus one partial rollout; the callback stops at the budget.
-        timesteps = (math.ceil(budget * episode_length / rollout) + 1) * rollout
-        self.model.learn(total_timesteps=timesteps, callback=BudgetCallback(budget, on_evaluation))
+    def _vectorize(self, env: gym.Env) -> VecEnv:
+        if self.n_envs == 1 and self.vec_env == "dummy":
+            return DummyVecEnv([lambda: env])
+        # Each worker gets its own copy of the env (it pickles; the store reconnects per process).
+        factories = [lambda: env] * self.n_envs
+        return SubprocVecEnv(factories) if self.vec_env == "subproc" else DummyVecEnv(factories)
+
+    def search(
+        self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
+    ) -> None:
+        vec_env = self._vectorize(env)
+        try:
+            self.model = self._restore(vec_env) or self.algorithm(
+                env=vec_env, seed=seed, verbose=0, tensorboard_log=str(log_dir) if log_dir else None
+            )
+            episode_length = env.get_wrapper_attr("search_space").num_decisions
+            rollout = getattr(self.model, "n_steps", 1) * vec_env.num_envs
+            # Enough timesteps for the budget plus one partial rollout; the callback stops at the budget.
+            timesteps = (math.ceil(budget * episode_length / rollout) + 1) * rollout
+            self.model.learn(
+                total_timesteps=timesteps,
+                callback=BudgetCallback(budget, on_evaluation),
+                reset_num_timesteps=self._checkpoint is None,
+                tb_log_name="controller",
+            )
+        finally:
+            vec_env.close()
+
+    def _restore(self, vec_env: VecEnv) -> BaseAlgorithm | None:
+        if self._checkpoint is None:
+            return None
+        algorithm_class = getattr(self.algorithm, "func", self.algorithm)
+        return algorithm_class.load(self._checkpoint, env=vec_env)
+
+    def save(self, path: Path) -> None:
+        if self.model is not None:
+            temporary = path.with_name(path.name + ".tmp.zip")
+            self.model.save(temporary)
+            temporary.replace(path.with_suffix(".zip"))
+
+    def load(self, path: Path) -> bool:
+        file = path.with_suffix(".zip")
+        self._checkpoint = file if file.exists() else None
+        return self._checkpoint is not None

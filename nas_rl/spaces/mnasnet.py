@@ -169,6 +169,35 @@ class MnasNetSpace(SearchSpace):
             tokens.append(_index(stage.repeats, repeats, where, "layer count"))
         return tuple(tokens)
 
+    def stage_choices(self) -> list[tuple[BlockSpec, ...]]:
+        """Every distinct stage each block can decode to, block by block (for latency lookup tables).
+
+        The space is factorized: any combination of one stage per block is an architecture of the space, and
+        stem, head and classifier are the same in all of them (see :meth:`decode`).
+        """
+        stages = []
+        for block in range(len(self.base_widths)):
+            choices = {
+                BlockSpec(
+                    op=op,
+                    repeats=max(1, self.base_repeats[block] + offset),
+                    kernel=kernel,
+                    stride=self.strides[block],
+                    out_channels=self.block_width(block, multiplier),
+                    expansion=expansion,
+                    se_ratio=se_ratio,
+                    skip=skip,
+                )
+                for op, expansion in CONV_OPS
+                for kernel in self.kernels
+                for se_ratio in self.se_ratios
+                for skip in (True, False)
+                for multiplier in self.width_multipliers
+                for offset in self.layer_offsets
+            }
+            stages.append(tuple(sorted(choices, key=BlockSpec.to_string)))
+        return stages
+
     def fingerprint(self) -> dict[str, Any]:
         return {
             "space": "mnasnet",

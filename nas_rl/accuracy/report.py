@@ -1,0 +1,230 @@
+"""How well does each zero-cost proxy predict proxy-trained accuracy on this space and dataset?
+
+:func:`accuracy_report` samples architectures of a search space (with a seed of its own, not the search's),
+proxy-trains each, computes every zero-cost score (and two classic baselines: parameter count and
+multiply-adds), and measures Spearman's rho and Kendall's tau of each with the proxy-trained accuracy, and
+the seconds each costs per architecture. :func:`write_report` writes the per-architecture CSV, the summary
+(CSV and markdown) and a scatter plot; ``nas-rl-accuracy-report`` (:func:`run_report`) does both from the
+Hydra config.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
+from nas_rl.accuracy.zero_cost import PROXIES, ZeroCostProxy, check_proxy, sample_archs, sample_batches, score_arch
+from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.spaces.base import SearchSpace
+
+#: Cheap cost measures reported next to the zero-cost proxies (Abdelfattah et al. 2021 compare with them too).
+BASELINES = ("params", "flops")
+
+
+@dataclass
+class ReportRow:
+    """One sampled architecture: its proxy-trained accuracy (None: training failed) and every score."""
+
+    arch: str
+    accuracy: float | None
+    train_seconds: float
+    scores: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ProxyCorrelation:
+    """One proxy over the architectures that trained: rank correlations with accuracy, and its cost."""
+
+    proxy: str
+    spearman: float
+    spearman_p: float
+    kendall: float
+    kendall_p: float
+    seconds: float
+    count: int
+
+
+@dataclass
+class Report:
+    rows: list[ReportRow]
+    correlations: list[ProxyCorrelation]
+    train_seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        """The summary table: one row per proxy, then proxy training's own cost for comparison."""
+        failed = sum(row.accuracy is None for row in self.rows)
+        lines = [
+            f"Zero-cost proxies vs proxy-trained accuracy: {len(self.rows)} architectures"
+            + (f" ({failed} failed training, left out)" if failed else ""),
+            "",
+            "| proxy | Spearman rho | Kendall tau | seconds / arch |",
+            "|---|---:|---:|---:|",
+        ]
+        for c in self.correlations:
+            name = f"{c.proxy} (baseline)" if c.proxy in BASELINES else c.proxy
+            lines.append(f"| {name} | {_num(c.spearman)} | {_num(c.kendall)} | {c.seconds:.4f} |")
+        lines.append(f"| proxy training | 1 | 1 | {self.train_seconds:.2f} |")
+        return "\n".join(lines)
+
+
+def accuracy_report(
+    space: SearchSpace,
+    trainer: ProxyTraining,
+    archs: int = 20,
+    seed: int = 2024,
+    proxies: Sequence[str] = PROXIES,
+    batches: int = 1,
+    batch_size: int = 64,
+    score_seed: int = 0,
+    progress: bool = False,
+) -> Report:
+    """Proxy-train ``archs`` architectures sampled from ``space`` with ``seed`` and score each with ``proxies``
+    (each on ``batches`` mini-batches of ``batch_size`` training images, networks initialised from ``score_seed``)."""
+    from nas_rl.models.flops import multiply_adds, parameter_count
+
+    proxies = [check_proxy(p, "report.proxies") for p in proxies]
+    if isinstance(archs, bool) or not isinstance(archs, int) or archs < 3:
+        raise ConfigError(f"report.archs={archs!r} is not accepted: use an integer >= 3 (correlations need points)")
+    data = sample_batches(trainer.dataset, batches, batch_size, score_seed)
+    resolution = trainer.dataset.resolution
+    measures = {p: (lambda a, p=p: score_arch(p, a, data, score_seed)) for p in proxies}
+    measures["params"] = parameter_count
+    measures["flops"] = lambda a: multiply_adds(a, resolution)
+    rows = []
+    for arch in tqdm(sample_archs(space, archs, seed), desc="architectures", disable=not progress, unit="arch"):
+        start = time.perf_counter()
+        try:
+            accuracy: float | None = trainer.accuracy(arch)
+        except EvaluationFailed:
+            accuracy = None
+        row = ReportRow(arch.to_string(), accuracy, time.perf_counter() - start)
+        with torch_threads(trainer.threads):  # scores run on the trainer's threads: costs compare fairly
+            for name, measure in measures.items():
+                start = time.perf_counter()
+                row.scores[name] = float(measure(arch))
+                row.seconds[name] = time.perf_counter() - start
+        rows.append(row)
+    correlations = [correlation(rows, name) for name in measures]
+    settings = {"archs": archs, "seed": seed, "batches": batches, "batch_size": batch_size, "score_seed": score_seed}
+    return Report(rows, correlations, _mean([r.train_seconds for r in rows]), settings)
+
+
+def correlation(rows: Sequence[ReportRow], proxy: str) -> ProxyCorrelation:
+    """Spearman and Kendall of ``proxy``'s scores with accuracy over the rows that trained (NaN if undefined)."""
+    from scipy import stats
+
+    pairs = [(r.scores[proxy], r.accuracy) for r in rows if r.accuracy is not None and not math.isnan(r.scores[proxy])]
+    nan = float("nan")
+    rho, rho_p, tau, tau_p = nan, nan, nan, nan
+    if len(pairs) >= 3:
+        scores, accuracies = zip(*pairs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant input: the correlation is undefined, reported as NaN
+            rho, rho_p = stats.spearmanr(scores, accuracies)
+            tau, tau_p = stats.kendalltau(scores, accuracies)
+    seconds = _mean([r.seconds[proxy] for r in rows])
+    return ProxyCorrelation(proxy, float(rho), float(rho_p), float(tau), float(tau_p), seconds, len(pairs))
+
+
+def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
+    """``accuracy_report.csv`` (per architecture), ``accuracy_report_summary.csv``, ``accuracy_report.md`` and
+    ``accuracy_report.png`` (score vs accuracy, one panel per proxy) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "rows": out_dir / "accuracy_report.csv",
+        "summary": out_dir / "accuracy_report_summary.csv",
+        "markdown": out_dir / "accuracy_report.md",
+        "plot": out_dir / "accuracy_report.png",
+    }
+    names = [c.proxy for c in report.correlations]
+    with open(paths["rows"], "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["arch", "accuracy", "train_seconds", *names, *(f"{n}_seconds" for n in names)])
+        for r in report.rows:
+            writer.writerow([r.arch, r.accuracy, r.train_seconds, *(r.scores[n] for n in names), *(r.seconds[n] for n in names)])
+    with open(paths["summary"], "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["proxy", "spearman", "spearman_p", "kendall", "kendall_p", "seconds_per_arch", "archs"])
+        for c in report.correlations:
+            writer.writerow([c.proxy, c.spearman, c.spearman_p, c.kendall, c.kendall_p, c.seconds, c.count])
+        writer.writerow(["proxy_training", 1.0, 0.0, 1.0, 0.0, report.train_seconds, len(report.rows)])
+    paths["markdown"].write_text(report.markdown() + "\n")
+    plot_report(report, paths["plot"])
+    return paths
+
+
+def plot_report(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(report.correlations)
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.3 * rows), squeeze=False)
+    trained = [r for r in report.rows if r.accuracy is not None]
+    for axis, c in zip(axes.flat, report.correlations):
+        x = [r.scores[c.proxy] for r in trained]
+        axis.scatter(x, [r.accuracy for r in trained], s=14)
+        finite = [v for v in x if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
+            axis.set_xscale("log")
+        axis.set_title(f"{c.proxy}: rho={_num(c.spearman)} tau={_num(c.kendall)}", fontsize=9)
+        axis.set_xlabel("score", fontsize=8)
+        axis.set_ylabel("proxy-trained accuracy", fontsize=8)
+    for axis in list(axes.flat)[count:]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_report(cfg: DictConfig, run_dir: Path) -> Report:
+    """``nas-rl-accuracy-report``: build the configured space and proxy training (``accuracy=proxy``, or the
+    calibration trainer of ``accuracy=zero_cost``), run the report with ``cfg.report``, write it, print it."""
+    from nas_rl.config import build
+
+    settings = cfg.report
+    space = build(cfg.search_space, "search_space")
+    estimator = build(cfg.accuracy, "accuracy")
+    trainer = estimator.trainer if isinstance(estimator, ZeroCostProxy) else estimator
+    if not isinstance(trainer, ProxyTraining):
+        raise ConfigError(
+            f"accuracy={type(estimator).__name__}: the report needs proxy-trained accuracies; use accuracy=proxy "
+            "or accuracy=zero_cost"
+        )
+    report = accuracy_report(
+        space,
+        trainer,
+        archs=settings.archs,
+        seed=settings.seed,
+        proxies=list(settings.proxies),
+        batches=settings.batches,
+        batch_size=settings.batch_size,
+        score_seed=settings.score_seed,
+        progress=settings.progress,
+    )
+    paths = write_report(report, run_dir)
+    print(report.markdown())
+    print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+    return report
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.3f}"

@@ -1,0 +1,68 @@
+"""Regularized evolution (Real et al. 2019, "aging evolution") through the env and its store."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from nas_rl.controllers.base import Controller, OnEvaluation, play_tokens
+from nas_rl.errors import ConfigError
+
+
+class RegularizedEvolution(Controller):
+    """Tournament selection, one-decision mutation, and removal of the oldest member.
+
+    The first ``population_size`` architectures are random; afterwards each step samples ``sample_size``
+    members, mutates the best of them (one decision changed) and replaces the oldest member with the child.
+
+    :param population_size: members kept alive (P in the paper).
+    :param sample_size: tournament size (S in the paper).
+    """
+
+    def __init__(self, population_size: int = 20, sample_size: int = 5) -> None:
+        if population_size < 2:
+            raise ConfigError(f"controller.population_size={population_size} is not accepted: use an integer >= 2")
+        if not 1 <= sample_size <= population_size:
+            raise ConfigError(
+                f"controller.sample_size={sample_size} is not accepted: use an integer in [1, population_size]"
+            )
+        self.population_size = population_size
+        self.sample_size = sample_size
+        self.population: deque[tuple[tuple[int, ...], float]] = deque()
+
+    def search(
+        self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        env.reset(seed=seed)
+        space = env.get_wrapper_attr("search_space")
+        for _ in range(budget):
+            if len(self.population) < self.population_size:
+                tokens = space.sample(rng)
+            else:
+                picks = rng.choice(len(self.population), size=self.sample_size, replace=False)
+                parent = max((self.population[i] for i in picks), key=lambda member: member[1])
+                tokens = space.mutate(parent[0], rng)
+            info = play_tokens(env, tokens)
+            self.population.append((tuple(tokens), float(info["reward"])))
+            if len(self.population) > self.population_size:
+                self.population.popleft()
+            on_evaluation(info)
+
+    def save(self, path: Path) -> None:
+        members = [{"tokens": list(tokens), "reward": reward} for tokens, reward in self.population]
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"population": members}))
+        temporary.replace(path.with_suffix(".json"))
+
+    def load(self, path: Path) -> bool:
+        file = path.with_suffix(".json")
+        if not file.exists():
+            return False
+        members = json.loads(file.read_text())["population"]
+        self.population = deque((tuple(m["tokens"]), float(m["reward"])) for m in members)
+        return True

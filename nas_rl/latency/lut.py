@@ -1,0 +1,182 @@
+"""``latency=lut``: an architecture's latency as the sum of its pieces in a device's latency table, plus overhead.
+
+The table (:mod:`nas_rl.latency.table`, written by ``nas-rl-profile``) holds the latency of every stem, layer and
+head configuration the search space can produce, each measured alone. A whole network costs a little more than
+the sum of its pieces measured alone (per-invoke work, and caches that a lone layer keeps warm between runs),
+so the prediction adds an overhead fitted on the table's whole-network samples when it is loaded.
+A prediction costs tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from nas_rl.arch import ArchSpec
+from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.latency.base import LatencyModel, LatencyStats
+from nas_rl.latency.device import host_cpu
+from nas_rl.latency.layers import Entry, network_entries, space_entries
+from nas_rl.latency.table import LatencyTable, TableTarget, check_target, table_path, table_target
+
+#: What a lookup does when the table lacks one of the architecture's entries.
+ON_MISS = ("fail", "measure")
+#: How the per-network overhead is fitted on the table's whole-network samples (measured vs sum of entries):
+#: ``none`` adds nothing; ``constant`` adds the median difference; ``linear`` fits measured = a + b * sum by
+#: least squares (b absorbs effects that grow with the network, such as weights no longer warm in cache).
+OVERHEADS = ("none", "constant", "linear")
+
+
+class LookupTableLatency(LatencyModel):
+    """Latency predicted from a device's latency table: the sum of the architecture's entries plus the overhead.
+
+    :param space: the search space; the table must have been profiled for it.
+    :param resolution: deployment input height = width; the table must have been profiled at it.
+    :param path: the table file; ``None``: ``directory`` / the default file name of these settings (the one
+        ``nas-rl-profile`` writes).
+    :param directory: where default-named tables live.
+    :param device: the device name the table must describe.
+    :param threads: the interpreter threads the table must have been measured with.
+    :param precision: ``fp32`` or ``int8``, as the table's.
+    :param on_miss: ``fail``: an entry missing from the table stops the run with a message saying how to
+        complete the table; ``measure``: measure it here, append it to the table and go on (needs this computer
+        to be the table's device: same CPU model, runtime and converter versions).
+    :param overhead: one of :data:`OVERHEADS`.
+    :raises ConfigError: the table is missing, corrupt, truncated, or was built for other settings.
+    """
+
+    def __init__(
+        self,
+        space: Any = None,
+        resolution: int | None = None,
+        path: str | os.PathLike[str] | None = None,
+        directory: str | os.PathLike[str] = "luts",
+        device: str = "host-cpu",
+        threads: int = 1,
+        precision: str = "fp32",
+        on_miss: str = "fail",
+        overhead: str = "linear",
+    ) -> None:
+        _check_choice("on_miss", on_miss, ON_MISS)
+        _check_choice("overhead", overhead, OVERHEADS)
+        self.space = space
+        self.resolution = resolution
+        self.on_miss = on_miss
+        self.target: TableTarget = table_target(space, resolution, device, threads, precision)
+        self.table = LatencyTable.read(table_path(path, directory, self.target))
+        check_target(self.table, self.target)
+        if on_miss == "measure":
+            self._check_host()
+        self.overhead = overhead
+        self.coefficients = fit_overhead(self, overhead)
+
+    def measure(self, arch: ArchSpec) -> LatencyStats:
+        return LatencyStats.predicted(self.predict(self.entries_ms(arch)))
+
+    def predict(self, entries_ms: np.ndarray) -> float:
+        """Overhead model applied to the entry latencies of one architecture."""
+        intercept, slope = self.coefficients
+        return float(intercept + slope * float(entries_ms.sum()))
+
+    def entries_ms(self, arch: ArchSpec) -> np.ndarray:
+        """The table latency (median, ms) of each entry of ``arch``, in network order."""
+        return np.array([self.entry_stats(entry, arch).median_ms for entry in network_entries(arch, self.resolution)])
+
+    def entry_rows(self, arch: ArchSpec) -> list[dict[str, Any]]:
+        """The table rows of the entries of ``arch`` (measuring or refusing misses as configured)."""
+        rows = []
+        for entry in network_entries(arch, self.resolution):
+            self.entry_stats(entry, arch)
+            rows.append(self.table.entries[entry.key])
+        return rows
+
+    def entry_stats(self, entry: Entry, arch: ArchSpec) -> LatencyStats:
+        stats = self.table.stats(entry.key)
+        if stats is not None:
+            return stats
+        row = self.table.entries.get(entry.key)
+        if row is not None:  # profiled, but it could not be converted or run: so could not the network
+            raise EvaluationFailed(f"latency table entry {entry.key} failed when profiled: {row['error']}")
+        if self.on_miss == "fail":
+            raise ConfigError(self._miss_message(entry, arch))
+        self._measure_miss(entry)
+        return self.entry_stats(entry, arch)
+
+    def fingerprint(self) -> dict[str, Any]:
+        header = self.table.header
+        return {
+            "kind": "lut",
+            "table_id": self.table.table_id,
+            "device": header["device"],
+            "input_shape": header["input_shape"],
+            "overhead": self.overhead,
+            "coefficients": [round(c, 9) for c in self.coefficients],
+        }
+
+    def __repr__(self) -> str:
+        return f"LookupTableLatency({self.table.describe()}, overhead={self.overhead!r})"
+
+    def _check_host(self) -> None:
+        device = self.table.header["device"]
+        here = host_cpu(threads=device["threads"], precision=device["precision"], name=device["name"]).as_dict()
+        if here != device:
+            differing = ", ".join(f"{k}: table {device.get(k)!r}, here {v!r}" for k, v in here.items() if device.get(k) != v)
+            raise ConfigError(
+                f"on_miss='measure' is not accepted for latency table {self.table.path}: this computer is not the "
+                f"table's device ({differing}); accepted: on_miss='fail', or run on the table's device"
+            )
+
+    def _measure_miss(self, entry: Entry) -> None:
+        from nas_rl.latency.litert import LiteRTLatency, _clear_keras_session
+        from nas_rl.latency.profile import measure_entry
+
+        header = self.table.header
+        model = LiteRTLatency(threads=header["device"]["threads"], precision=header["device"]["precision"],
+                              conversion=header.get("conversion", "saved_model"), **header["layer_timing"])  # fmt: skip
+        try:
+            self.table.append(measure_entry(entry, model))
+        finally:
+            _clear_keras_session()
+
+    def _miss_message(self, entry: Entry, arch: ArchSpec) -> str:
+        try:
+            total = len(space_entries(self.space, self.resolution))
+            holds = f"it holds {len(self.table.entries)} of the {total} entries of this search space"
+        except ConfigError:
+            holds = f"it holds {len(self.table.entries)} entries"
+        return (
+            f"latency table {self.table.path} has no entry {entry.key} (needed by {arch.to_string()}); {holds}. "
+            "Accepted: a complete table (run nas-rl-profile again with the same settings: it resumes), or "
+            "latency.on_miss=measure to measure missing entries on this device"
+        )
+
+
+def fit_overhead(model: LookupTableLatency, overhead: str) -> tuple[float, float]:
+    """``(intercept, slope)`` of measured = intercept + slope * (sum of entries) on the table's samples.
+
+    Samples with an entry the table lacks are left out; with too few samples the fit falls back to a simpler
+    form (``linear`` needs 3, ``constant`` 1), down to ``(0, 1)``.
+    """
+    if overhead == "none":
+        return 0.0, 1.0
+    sums, measured = [], []
+    for arch, row in model.table.network_archs(model.space):
+        keys = [entry.key for entry in network_entries(arch, model.resolution)]
+        stats = [model.table.stats(key) for key in keys]
+        if all(s is not None for s in stats):
+            sums.append(sum(s.median_ms for s in stats))
+            measured.append(float(row["median_ms"]))
+    x, y = np.asarray(sums), np.asarray(measured)
+    if overhead == "linear" and len(x) >= 3 and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        return float(intercept), float(slope)
+    if len(x) >= 1:
+        return float(np.median(y - x)), 1.0
+    return 0.0, 1.0
+
+
+def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{key}={value!r} is not accepted; accepted: {', '.join(repr(a) for a in accepted)}")

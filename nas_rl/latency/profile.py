@@ -1,0 +1,184 @@
+"""Profile a device for a search space: measure every entry of its lookup table, then whole-network samples.
+
+Each entry (:mod:`nas_rl.latency.layers`) is built as its own small Keras model, converted and timed through
+LiteRT with short benchmark settings; then ``networks`` architectures drawn from the space are measured whole,
+with full settings, to fit the per-network overhead and to train learned predictors. Every measurement is
+appended to the table file as it completes, so a killed run resumes where it stopped; tqdm shows progress and
+the time left.
+
+Why one conversion per entry: conversion dominates (about 0.4-0.8 s per entry here, against 0.25 s of timing).
+Converting several entries in one flatbuffer (a multi-signature SavedModel, one signature per entry, each
+timed through its own subgraph) gives the same latencies but converts slower than one entry at a time (22 s
+for 16 entries); what helps is skipping the SavedModel export (``conversion="frozen_graph"``, about 2x).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.latency.device import DeviceSpec
+from nas_rl.latency.layers import Entry, entry_cost, entry_model, space_entries
+from nas_rl.latency.litert import LiteRTLatency, _clear_keras_session
+from nas_rl.latency.table import LatencyTable, TableTarget, check_target, table_path, table_target
+
+#: Benchmark settings of one entry: a short warm-up and 0.2 s of timed runs keep the table within minutes.
+LAYER_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.05, "min_runs": 20, "min_seconds": 0.2}
+#: Benchmark settings of a whole network: those of ``benchmark_model`` (and of ``latency=litert``).
+NETWORK_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.5, "min_runs": 50, "min_seconds": 1.0}
+#: Entries measured between two clears of Keras' global state (a clear costs as much as a conversion).
+CLEAR_EVERY = 20
+
+
+@dataclass
+class ProfileResult:
+    """What a profiling run left in the table, and what it took."""
+
+    table: LatencyTable
+    entries_total: int
+    entries_measured: int
+    networks_measured: int
+    seconds: float
+
+
+def profile_device(
+    space: Any,
+    device: DeviceSpec,
+    resolution: int,
+    path: str | Path | None = None,
+    directory: str | Path = "luts",
+    networks: int = 10,
+    network_seed: int = 0,
+    layer_timing: dict[str, Any] | None = None,
+    network_timing: dict[str, Any] | None = None,
+    conversion: str = "frozen_graph",
+    progress: bool = True,
+) -> ProfileResult:
+    """Measure what the table at ``path`` still lacks for ``space`` on ``device``; create the file if needed.
+
+    :param space: a factorized search space (``stage_choices()``).
+    :param device: this computer's device description (measurements run here, through LiteRT).
+    :param resolution: deployment input height = width.
+    :param path: the table file; ``None``: ``directory`` / the default name of these settings.
+    :param networks: whole-network samples the table should hold (draws 0 .. networks - 1 of ``network_seed``).
+    :param layer_timing: benchmark settings of an entry (default :data:`LAYER_TIMING`).
+    :param network_timing: benchmark settings of a whole network (default :data:`NETWORK_TIMING`).
+    :param conversion: how models reach the converter (see :data:`nas_rl.latency.litert.CONVERSIONS`).
+    :raises ConfigError: an existing file at ``path`` was built for other settings (named in the message).
+    """
+    start = time.perf_counter()
+    if not isinstance(networks, int) or isinstance(networks, bool) or networks < 0:
+        raise ConfigError(f"networks={networks!r} is not accepted; accepted: an integer >= 0")
+    layer_timing = {**LAYER_TIMING, **(layer_timing or {})}
+    network_timing = {**NETWORK_TIMING, **(network_timing or {})}
+    target = table_target(space, resolution, device.name, device.threads, device.precision)
+    path = table_path(path, directory, target)
+    header = {
+        "device": device.as_dict(),
+        "input_shape": list(target.input_shape),
+        "space": target.space,
+        "layer_timing": layer_timing,
+        "network_timing": network_timing,
+        "conversion": conversion,
+        "network_seed": int(network_seed),
+    }
+    table = _open_for_profiling(path, header, target)
+    entries = space_entries(space, resolution)
+    todo = [entry for entry in entries if entry.key not in table.entries]
+    layer_model = LiteRTLatency(device=device, conversion=conversion, **layer_timing)
+    for count, entry in enumerate(tqdm(todo, desc="entries", unit="entry", disable=not progress, dynamic_ncols=True)):
+        table.append(measure_entry(entry, layer_model))
+        if count % CLEAR_EVERY == CLEAR_EVERY - 1:
+            _clear_keras_session()  # Keras' global state grows with every model; clearing costs ~0.3 s (a gc)
+    _clear_keras_session()
+    drawn = draw_architectures(space, network_seed, networks)
+    network_model = LiteRTLatency(device=device, resolution=resolution, in_channels=target.input_shape[3],
+                                  conversion=conversion, **network_timing)  # fmt: skip
+    missing = [index for index in range(networks) if index not in table.networks]
+    for index in tqdm(missing, desc="networks", unit="net", disable=not progress, dynamic_ncols=True):
+        table.append(measure_network(index, drawn[index], network_model))
+    return ProfileResult(table, len(entries), len(todo), len(missing), time.perf_counter() - start)
+
+
+def _open_for_profiling(path: Path, header: dict[str, Any], target: TableTarget) -> LatencyTable:
+    if not path.exists():
+        return LatencyTable.create(path, header)
+    table = LatencyTable.read(path, repair=True)
+    check_target(table, target)
+    for key in ("device", "layer_timing", "network_timing", "conversion", "network_seed"):
+        if table.header.get(key) != header[key]:
+            raise ConfigError(
+                f"latency table {path} was profiled with {key}={table.header.get(key)!r}; this run has "
+                f"{key}={header[key]!r}. Accepted: the same settings to resume it, or another table path "
+                "(profile.table=...) for a new table"
+            )
+    return table
+
+
+def measure_entry(entry: Entry, model: LiteRTLatency) -> dict[str, Any]:
+    """The table row of one entry: its statistics, or the reason it could not be measured."""
+    start = time.perf_counter()
+    row: dict[str, Any] = {"row": "entry", "key": entry.key, "config": entry.describe()}
+    row["macs"], row["params"] = entry_cost(entry)
+    try:
+        row.update(model.measure_keras(entry_model(entry)).as_dict())
+    except EvaluationFailed as failure:
+        row["error"] = str(failure)
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row
+
+
+def measure_network(index: int, arch: Any, model: LiteRTLatency) -> dict[str, Any]:
+    """The table row of the ``index``-th drawn architecture, measured whole."""
+    start = time.perf_counter()
+    row: dict[str, Any] = {"row": "network", "index": index, "arch": arch.to_string()}
+    try:
+        row.update(model.measure(arch).as_dict())
+    except EvaluationFailed as failure:
+        row["error"] = str(failure)
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row
+
+
+def draw_architectures(space: Any, seed: int, count: int) -> list[Any]:
+    """The first ``count`` architectures drawn uniformly from ``space`` with ``seed`` (same seed, same list)."""
+    rng = np.random.default_rng(seed)
+    return [space.decode(space.sample(rng)) for _ in range(count)]
+
+
+def run_profile(cfg: Any) -> ProfileResult:
+    """``nas-rl-profile``: build search space and device from the composed config, profile, print a summary."""
+    from nas_rl.config import build
+
+    space = build(cfg.search_space, "search_space")
+    device = build(cfg.device, "device")
+    settings = cfg.profile
+    print(f"profiling {device.name} ({device.cpu_model}, {device.threads} thread(s), {device.precision}, "
+          f"{device.runtime}, {device.converter}) for {type(space).__name__} at {cfg.resolution}x{cfg.resolution}")  # fmt: skip
+    result = profile_device(
+        space,
+        device,
+        int(cfg.resolution),
+        path=settings.table,
+        directory=settings.directory,
+        networks=int(settings.networks),
+        network_seed=int(settings.network_seed),
+        layer_timing=dict(settings.layer_timing),
+        network_timing=dict(settings.network_timing),
+        conversion=str(settings.conversion),
+        progress=bool(settings.progress),
+    )
+    table = result.table
+    failed = sum("error" in row for row in table.entries.values())
+    print(
+        f"table {table.path}: {len(table.entries)}/{result.entries_total} entries ({failed} failed), "
+        f"{len(table.network_samples())} whole-network samples; this run measured {result.entries_measured} "
+        f"entries and {result.networks_measured} networks in {result.seconds:.0f} s"
+    )
+    return result

@@ -1,0 +1,139 @@
+"""Exports of the best network: checkpoint, ONNX and TFLite carry the same weights and give the same logits."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas_rl import export
+from nas_rl.accuracy.checkpoint import load_checkpoint
+from nas_rl.arch import ArchSpec
+from nas_rl.errors import EvaluationFailed
+from nas_rl.export import ExportMismatch, check_logits, export_best, onnx_logits, tflite_logits
+from nas_rl.models.torch_builder import build_torch_model
+
+TINY_ARCH = "ds_r1_k3_s1_c8:ir_r1_k3_s2_e3_c16_se0.25"
+RESOLUTION = 16
+
+
+def tiny_arch() -> ArchSpec:
+    return ArchSpec.from_string(TINY_ARCH, stem_channels=8, head_channels=32, num_classes=10, in_channels=1)
+
+
+def trained_like_model(arch: ArchSpec, seed: int = 0) -> torch.nn.Module:
+    """A network whose BatchNorm statistics and affine parameters are not the identity, as after training
+    (so the converters' BN folding is exercised), in eval mode."""
+    torch.manual_seed(seed)
+    model = build_torch_model(arch)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def perturbed(model: torch.nn.Module, amount: float = 0.5) -> torch.nn.Module:
+    """Test double for a broken exporter: a copy of the model whose classifier bias is off by ``amount``."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.classifier.bias += amount
+    return other
+
+
+Exported = tuple[torch.nn.Module, dict, Path]
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((10, 1, RESOLUTION, RESOLUTION)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, images: np.ndarray) -> Exported:
+    arch = tiny_arch()
+    model = trained_like_model(arch)
+    run_dir = tmp_path_factory.mktemp("run")
+    result = export_best(arch, model, images, run_dir, RESOLUTION, metadata={"accuracy": 0.5})
+    return model, result, run_dir
+
+
+def test_export_writes_three_files_within_tolerance(exported: Exported) -> None:
+    _, result, run_dir = exported
+    for fmt, name in (("checkpoint", "best.pt"), ("onnx", "best.onnx"), ("tflite", "best.tflite")):
+        assert Path(result[fmt]) == run_dir / name and (run_dir / name).stat().st_size > 0
+        assert 0 <= result["max_abs_diff"][fmt] <= result["atol"]
+    assert result["validation_images"] == 8 and result["resolution"] == RESOLUTION and result["onnx_opset"] >= 13
+
+
+def test_checkpoint_reloads_to_the_same_logits(exported: Exported, images: np.ndarray) -> None:
+    model, result, _ = exported
+    checkpoint = load_checkpoint(result["checkpoint"])
+    assert checkpoint.arch == tiny_arch()
+    assert checkpoint.metadata == {"resolution": RESOLUTION, "accuracy": 0.5}
+    with torch.no_grad():
+        assert torch.equal(checkpoint.build_model()(torch.from_numpy(images)), model(torch.from_numpy(images)))
+
+
+def test_onnx_runs_in_onnxruntime_at_any_batch(exported: Exported, images: np.ndarray) -> None:
+    model, result, _ = exported
+    for batch in (images[:1], images):  # the batch axis is dynamic
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(onnx_logits(result["onnx"], batch), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tflite_runs_in_litert(exported: Exported, images: np.ndarray) -> None:
+    model, result, _ = exported
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(tflite_logits(result["tflite"], images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_with_other_weights_raises_mismatch(
+    tmp_path: Path, images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda model, *args: original(perturbed(model), *args))
+    arch = tiny_arch()
+    with pytest.raises(ExportMismatch, match="onnx export does not match") as caught:
+        export_best(arch, trained_like_model(arch), images, tmp_path, RESOLUTION)
+    assert caught.value.format == "onnx" and caught.value.max_abs_diff == pytest.approx(0.5, abs=1e-3)
+    assert isinstance(caught.value, EvaluationFailed)  # a search that catches failures catches this too
+    assert not (tmp_path / "best.tflite").exists()  # stops at the first mismatching format
+
+
+def test_tflite_with_other_weights_raises_mismatch(
+    tmp_path: Path, images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = export.export_tflite
+    monkeypatch.setattr(export, "export_tflite", lambda arch, model, *args: original(arch, perturbed(model), *args))
+    arch = tiny_arch()
+    with pytest.raises(ExportMismatch, match=r"tflite export does not match.*0\.5") as caught:
+        export_best(arch, trained_like_model(arch), images, tmp_path, RESOLUTION)
+    assert caught.value.format == "tflite"
+
+
+def test_check_logits_tolerance_shape_and_nan() -> None:
+    reference = np.array([[1.0, -2.0, 100.0]])
+    assert check_logits("onnx", reference, reference + 5e-4, atol=1e-3, rtol=0) == pytest.approx(5e-4)
+    assert check_logits("onnx", reference, reference * (1 + 5e-4), atol=0, rtol=1e-3) == pytest.approx(0.05, rel=1e-3)
+    with pytest.raises(ExportMismatch, match="max abs logit difference 0.002"):
+        check_logits("onnx", reference, reference + 2e-3, atol=1e-3, rtol=0)
+    with pytest.raises(ExportMismatch):
+        check_logits("tflite", reference, np.full_like(reference, np.nan), atol=1e-3, rtol=1e-3)
+    with pytest.raises(EvaluationFailed, match="shape"):
+        check_logits("tflite", reference, reference[:, :2], atol=1e-3, rtol=1e-3)
+
+
+def test_images_of_the_wrong_shape_are_refused(tmp_path: Path, images: np.ndarray) -> None:
+    arch = tiny_arch()
+    with pytest.raises(ValueError, match=r"accepted: NCHW \(N>0, 1, 32, 32\)"):
+        export_best(arch, trained_like_model(arch), images, tmp_path, resolution=32)
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,77 @@
+"""Resume after SIGKILL in the middle of an evaluation, refusals, and a multirun sharing one store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import TINY_OVERRIDES
+from tests.test_cli import nas_rl_command, run_cli
+
+
+def count_episodes(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        with sqlite3.connect(store, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_resume_after_sigkill_mid_evaluation_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY_OVERRIDES, "controller=evolution", "controller.population_size=2", "controller.sample_size=1",
+            "search.budget=4", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    process = subprocess.Popen(nas_rl_command() + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while count_episodes(run_dir / "evaluations.sqlite") < 2 and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the third evaluation (proxy training or conversion)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = count_episodes(run_dir / "evaluations.sqlite")
+    assert 2 <= killed_at < 4
+
+    result = run_cli([f"resume={run_dir}", f"hydra.run.dir={tmp_path / 'resume'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["evaluations"] == 4
+    with sqlite3.connect(run_dir / "evaluations.sqlite") as conn:
+        rows = conn.execute("SELECT arch, fingerprint, COUNT(*) FROM evaluations GROUP BY 1, 2").fetchall()
+        episodes = conn.execute("SELECT COUNT(DISTINCT run_id), COUNT(*) FROM episodes").fetchone()
+    assert all(count == 1 for _, _, count in rows)  # no architecture evaluated twice
+    assert episodes == (1, 4)  # one run, its budget counted across both parts
+    assert (run_dir / "controller.json").exists()
+
+
+def test_resume_refuses_a_non_run_and_changed_evaluation_settings(tmp_path: Path) -> None:
+    result = run_cli([f"resume={tmp_path}"], tmp_path, timeout=120)
+    assert result.returncode == 2 and "not a nas-rl run directory" in result.stderr
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "x"}))
+    (run_dir / "config.yaml").write_text("accuracy:\n  epochs: 2\nsearch:\n  budget: 3\n")
+    result = run_cli([f"resume={run_dir}", "accuracy.epochs=0.5"], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "accuracy.epochs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_multirun_jobs_share_one_store(tmp_path: Path) -> None:
+    """Same seed, two targets: the second job's architectures are all cache hits from the first job."""
+    store = tmp_path / "shared.sqlite"
+    result = run_cli(
+        ["-m", *TINY_OVERRIDES, "controller=random", "search.budget=2", "reward.target_ms=0.2,0.4",
+         f"search.store={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [json.loads((tmp_path / "sweep" / str(n) / "best.json").read_text()) for n in (0, 1)]
+    assert [job["evaluations"] for job in jobs] == [2, 2]
+    assert jobs[1]["cache_hits"] == 2
+    assert jobs[0]["best"]["arch"] == jobs[1]["best"]["arch"]
