@@ -120,7 +120,9 @@ def run_search(cfg: DictConfig, run_dir: Path, overridden: list[str] | None = No
     finally:
         bar.close()
         log.close()
-    result = write_outputs(store, run_id, run_dir)
+    result = write_outputs(store, run_id, run_dir, target_ms=cfg.reward.get("target_ms"))
+    if cfg.search.get("export", True):
+        export_best_architecture(env, result)
     env.close()
     return result
 
@@ -158,22 +160,41 @@ class EvaluationLog:
         self.writer.close()
 
 
-def write_outputs(store: EvaluationStore, run_id: str, run_dir: Path) -> SearchResult:
-    """``evaluations.csv`` (every proposed architecture) and ``best.json`` from the store's history of the run."""
+def write_outputs(store: EvaluationStore, run_id: str, run_dir: Path, target_ms: float | None = None) -> SearchResult:
+    """``evaluations.csv`` (every proposed architecture), ``best.json`` and the plots, from the store's history."""
+    from nas_rl.report import summarize, write_run_plots
+
     episodes = store.episodes(run_id)
     with open(run_dir / "evaluations.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for number, row in enumerate(episodes, start=1):
             writer.writerow({**row, "episode": number})
-    ok = [row for row in episodes if row["status"] == "ok"]
-    best = max(ok, key=lambda row: row["reward"], default=None)
-    summary = {
-        "evaluations": len(episodes),
-        "cache_hits": sum(int(row["cached"]) for row in episodes),
-        "failures": sum(row["status"] == "failed" for row in episodes),
-    }
+    best, summary = summarize(episodes)
     best_record = None if best is None else {key: best[key] for key in CSV_FIELDS if key in best}
     (run_dir / "best.json").write_text(json.dumps({"best": best_record, **summary, "run_id": run_id}, indent=2))
+    write_run_plots(episodes, run_dir, target_ms)
     return SearchResult(run_dir, episodes, best_record, summary)
+
+
+def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] | None:
+    """Retrain the best architecture (proxy training is seeded, so this reproduces its weights) and export it
+    as best.pt, best.onnx and best.tflite, checked against the PyTorch logits; the outcome goes into best.json."""
+    from nas_rl.errors import EvaluationFailed
+    from nas_rl.export import export_best
+
+    estimator = env.get_wrapper_attr("evaluator").accuracy
+    if result.best is None or not hasattr(estimator, "train"):
+        return None  # nothing succeeded, or the accuracy came without training (zero-cost, tabular)
+    arch = env.get_wrapper_attr("search_space").parse(result.best["arch"])
+    model, accuracy = estimator.train(arch)
+    images = estimator.dataset.x_val
+    try:
+        export = export_best(arch, model, images, result.run_dir, resolution=int(images.shape[-1]))
+    except EvaluationFailed as error:
+        export = {"error": str(error)}
+    export["retrained_accuracy"] = accuracy
+    best_json = result.run_dir / "best.json"
+    best_json.write_text(json.dumps({**json.loads(best_json.read_text()), "export": export}, indent=2))
+    return export
 

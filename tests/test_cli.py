@@ -54,7 +54,9 @@ def test_real_search_end_to_end_writes_every_output(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_cli([*TINY_OVERRIDES, "search.budget=3", f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("config.yaml", "evaluations.sqlite", "evaluations.csv", "best.json"):
+    outputs = ("config.yaml", "evaluations.sqlite", "evaluations.csv", "best.json", "pareto.csv", "pareto.png",
+               "progress.png", "best.pt", "best.onnx", "best.tflite", "controller.zip")  # fmt: skip
+    for name in outputs:
         assert (run_dir / name).is_file(), name
     for label in ("best architecture", "accuracy", "latency", "reward", "evaluations", "cache hits", "failures"):
         assert label in result.stdout
@@ -69,3 +71,6 @@ def test_real_search_end_to_end_writes_every_output(tmp_path: Path) -> None:
         stored = conn.execute("SELECT COUNT(*) FROM evaluations WHERE status = 'ok'").fetchone()[0]
     assert stored == 3 - best["cache_hits"]
     assert "search_space:" in (run_dir / "config.yaml").read_text()
+    assert max(best["export"]["max_abs_diff"].values()) < 1e-3
+    assert best["export"]["retrained_accuracy"] == best["best"]["accuracy"]  # seeded training reproduces it
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

@@ -10,7 +10,7 @@ functions (:func:`entry_model`), so a table entry is the very subgraph the whole
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from nas_rl.arch import ArchSpec, BlockSpec
@@ -40,7 +40,7 @@ class Entry:
     width: int
     num_classes: int = 0
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Canonical text of the entry: the key of its row in a lookup table."""
         layer = self.layer

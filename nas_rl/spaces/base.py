@@ -94,6 +94,10 @@ class SearchSpace(ABC):
         """The token sequence of ``arch``; ``ValueError`` if the space cannot express it."""
 
     @abstractmethod
+    def parse(self, text: str) -> ArchSpec:
+        """The architecture of this space written as ``text`` (a block string)."""
+
+    @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """JSON-serialisable settings that change what the decoded networks are."""
 

@@ -198,6 +198,9 @@ class MnasNetSpace(SearchSpace):
             stages.append(tuple(sorted(choices, key=BlockSpec.to_string)))
         return stages
 
+    def parse(self, text: str) -> ArchSpec:
+        return ArchSpec.from_string(text, **self._settings())
+
     def fingerprint(self) -> dict[str, Any]:
         return {
             "space": "mnasnet",

@@ -1,0 +1,309 @@
+"""Latency tables without measuring: the table file, lookups, misses, refusals, predictors and report metrics.
+
+Tables here are synthetic (made-up latencies of every entry of a small space), so these tests take seconds and
+never load TensorFlow; tests/test_latency_profile.py builds real ones through LiteRT.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas_rl.arch import ArchSpec
+from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.latency.device import host_cpu
+from nas_rl.latency.flops_latency import FlopsLatency
+from nas_rl.latency.layers import network_entries, space_entries
+from nas_rl.latency.lut import LookupTableLatency
+from nas_rl.latency.predictor import LatencyPredictor
+from nas_rl.latency.profile import draw_architectures
+from nas_rl.latency.report import held_out_architectures, markdown, score, summarise
+from nas_rl.latency.table import LatencyTable, table_target
+from nas_rl.spaces.mnasnet import MnasNetSpace
+
+RESOLUTION = 16
+#: The synthetic device: whole networks cost 1.1 x the sum of their entries plus 0.05 ms.
+SLOPE, INTERCEPT = 1.1, 0.05
+
+
+def small_space(**changes) -> MnasNetSpace:
+    """tests/conftest.py's tiny space (seven one-layer blocks of 8-32 channels), at resolution 16."""
+    settings = dict(resolution=RESOLUTION, num_classes=10, in_channels=1, stem_channels=8, head_channels=32,
+                    base_widths=(8, 8, 8, 16, 16, 24, 32), base_repeats=(1, 1, 1, 1, 1, 1, 1))  # fmt: skip
+    return MnasNetSpace(**{**settings, **changes})
+
+
+def entry_ms(key: str) -> float:
+    """Made-up latency of an entry: deterministic, positive, different per key."""
+    return 0.001 + (sum(key.encode()) % 97) / 10_000
+
+
+def write_synthetic_table(path: Path, space: MnasNetSpace, networks: int = 30, precision: str = "fp32",
+                          skip: tuple[str, ...] = ()) -> LatencyTable:  # fmt: skip
+    """A complete table of ``space`` (but for the ``skip`` keys) and ``networks`` samples of the synthetic device."""
+    device = host_cpu(precision=precision)
+    target = table_target(space, RESOLUTION, device.name, device.threads, device.precision)
+    header = {"device": device.as_dict(), "input_shape": list(target.input_shape), "space": target.space,
+              "layer_timing": {}, "network_timing": {}, "conversion": "frozen_graph", "network_seed": 0}  # fmt: skip
+    table = LatencyTable.create(path, header)
+    for entry in space_entries(space, RESOLUTION):
+        if entry.key in skip:
+            continue
+        ms = entry_ms(entry.key)
+        macs = entry.layer.in_channels * entry.layer.out_channels * entry.height * entry.width
+        table.append({"row": "entry", "key": entry.key, "config": entry.describe(), "macs": macs, "params": macs // 10,
+                      "median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "max_ms": ms, "runs": 20})  # fmt: skip
+    for index, arch in enumerate(draw_architectures(space, 0, networks)):
+        ms = INTERCEPT + SLOPE * sum(entry_ms(e.key) for e in network_entries(arch, RESOLUTION))
+        table.append({"row": "network", "index": index, "arch": arch.to_string(), "median_ms": ms, "mean_ms": ms,
+                      "std_ms": 0.0, "min_ms": ms, "max_ms": ms, "runs": 50})  # fmt: skip
+    return table
+
+
+@pytest.fixture
+def table_file(tmp_path: Path) -> Path:
+    return write_synthetic_table(tmp_path / "table.jsonl", small_space()).path
+
+
+def lut(path: Path, space: MnasNetSpace | None = None, **kwargs) -> LookupTableLatency:
+    return LookupTableLatency(space or small_space(), kwargs.pop("resolution", RESOLUTION), path, **kwargs)
+
+
+# --- which entries a network has ----------------------------------------------------------------------------
+
+
+def test_default_space_has_1380_distinct_entries_covering_every_sampled_network() -> None:
+    space = MnasNetSpace(resolution=224)
+    entries = space_entries(space, 224)
+    keys = {entry.key for entry in entries}
+    assert len(entries) == len(keys) == 1380  # 1376 layers, 1 stem, 3 heads (one per last-block width)
+    for arch in draw_architectures(space, 7, 200):
+        assert {entry.key for entry in network_entries(arch, 224)} <= keys
+
+
+def test_entry_keys_normalise_skip_where_shapes_differ() -> None:
+    with_skip = ArchSpec.from_string("ir_r1_k3_s2_e3_c16", stem_channels=8, head_channels=32, num_classes=10)
+    without = ArchSpec.from_string("ir_r1_k3_s2_e3_c16_noskip", stem_channels=8, head_channels=32, num_classes=10)
+    assert [e.key for e in network_entries(with_skip, 32)] == [e.key for e in network_entries(without, 32)]
+    assert [e.key for e in network_entries(with_skip, 32)][1] == "layer:ir_k3_s2_e3_i8_o16_se0_nores@16x16"
+
+
+def test_entry_costs_add_up_to_the_networks_multiply_adds() -> None:
+    from nas_rl.latency.layers import entry_cost
+    from nas_rl.models.flops import multiply_adds, parameter_count
+
+    space = small_space(se_ratios=(0.25,))
+    for arch in draw_architectures(space, 3, 2):
+        costs = [entry_cost(entry) for entry in network_entries(arch, RESOLUTION)]
+        assert sum(c[0] for c in costs) == multiply_adds(arch, RESOLUTION)
+        assert sum(c[1] for c in costs) == parameter_count(arch)
+
+
+# --- lookup ---------------------------------------------------------------------------------------------------
+
+
+def test_lut_predicts_the_sum_of_entries_plus_the_fitted_overhead(table_file: Path) -> None:
+    space = small_space()
+    arch = draw_architectures(space, 123, 1)[0]
+    total = sum(entry_ms(e.key) for e in network_entries(arch, RESOLUTION))
+    assert lut(table_file, overhead="none").latency_ms(arch) == pytest.approx(total)
+    model = lut(table_file)  # linear: recovers the synthetic device's slope and intercept
+    assert model.coefficients == pytest.approx((INTERCEPT, SLOPE), rel=1e-6)
+    stats = model.measure(arch)
+    assert stats.median_ms == pytest.approx(INTERCEPT + SLOPE * total) and stats.runs == 0
+    assert lut(table_file, overhead="constant").coefficients[1] == 1.0
+
+
+def test_lut_fingerprint_pickle_and_speed(table_file: Path) -> None:
+    import time
+
+    model = lut(table_file)
+    fingerprint = model.fingerprint()
+    assert json.loads(json.dumps(fingerprint)) == fingerprint
+    assert fingerprint["kind"] == "lut" and fingerprint["device"]["precision"] == "fp32"
+    clone = pickle.loads(pickle.dumps(model))
+    archs = draw_architectures(small_space(), 5, 200)
+    assert [clone.latency_ms(a) for a in archs[:5]] == [model.latency_ms(a) for a in archs[:5]]
+    start = time.perf_counter()
+    for arch in archs:
+        model.latency_ms(arch)
+    assert (time.perf_counter() - start) / len(archs) < 2e-3  # about 0.1 ms on a quiet core
+
+
+def test_missing_entry_fails_with_how_to_complete_the_table(tmp_path: Path) -> None:
+    space = small_space()
+    arch = draw_architectures(space, 11, 1)[0]
+    missing = network_entries(arch, RESOLUTION)[3].key
+    path = write_synthetic_table(tmp_path / "t.jsonl", space, skip=(missing,)).path
+    with pytest.raises(ConfigError) as raised:
+        lut(path).latency_ms(arch)
+    message = str(raised.value)
+    assert str(path) in message and missing in message and "nas-rl-profile" in message and "on_miss=measure" in message
+    assert f"of the {len(space_entries(space, RESOLUTION))} entries" in message
+
+
+def test_entry_that_failed_to_profile_fails_the_architecture(tmp_path: Path) -> None:
+    space = small_space()
+    arch = draw_architectures(space, 12, 1)[0]
+    key = network_entries(arch, RESOLUTION)[2].key
+    path = write_synthetic_table(tmp_path / "t.jsonl", space, skip=(key,)).path
+    LatencyTable.read(path).append({"row": "entry", "key": key, "config": {}, "error": "TFLite conversion failed: X"})
+    with pytest.raises(EvaluationFailed, match="TFLite conversion failed: X"):
+        lut(path).latency_ms(arch)
+
+
+def test_on_miss_measure_refuses_a_table_of_another_computer(tmp_path: Path) -> None:
+    table = write_synthetic_table(tmp_path / "t.jsonl", small_space())
+    text = table.path.read_text().replace(json.dumps(host_cpu().cpu_model), json.dumps("Other CPU 9000"), 1)
+    table.path.write_text(text)
+    assert lut(table.path).latency_ms(draw_architectures(small_space(), 1, 1)[0]) > 0  # lookups are fine
+    with pytest.raises(ConfigError, match="cpu_model: table 'Other CPU 9000'"):
+        lut(table.path, on_miss="measure")
+
+
+# --- refusals: another device, threads, precision, input shape or space; bad files -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "phrase"),
+    [
+        ({"device": "pixel-4"}, "device: table has 'host-cpu', this run asks for 'pixel-4'"),
+        ({"threads": 4}, "threads: table has 1, this run asks for 4"),
+        ({"precision": "int8"}, "precision: table has 'fp32', this run asks for 'int8'"),
+        ({"resolution": 32}, "input_shape: table has [1, 16, 16, 1], this run asks for [1, 32, 32, 1]"),
+        ({"space": small_space(kernels=(3, 7))}, "kernels=[3, 5] vs [3, 7]"),
+        ({"space": small_space(in_channels=3)}, "in_channels=1 vs 3"),
+    ],
+)
+def test_table_built_for_other_settings_is_refused_naming_both(table_file: Path, kwargs: dict, phrase: str) -> None:
+    space = kwargs.pop("space", None)
+    for make in (lut, lambda p, s, **k: LatencyPredictor(s or small_space(), k.pop("resolution", RESOLUTION), p, **k)):
+        with pytest.raises(ConfigError) as raised:
+            make(table_file, space, **dict(kwargs))
+        assert phrase in str(raised.value) and str(table_file) in str(raised.value)
+
+
+def test_training_resolution_of_the_space_does_not_matter(table_file: Path) -> None:
+    assert lut(table_file, small_space(resolution=64)).latency_ms(draw_architectures(small_space(), 2, 1)[0]) > 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "phrase"),
+    [
+        (lambda text: text[:-20], "truncated"),
+        (lambda text: text.replace('"row": "entry"', '"row": "entry", "median_ms": }', 1), "line 2 is not JSON"),
+        (lambda text: "", "is empty"),
+        (lambda text: '{"hello": 1}\n' + text, "line 1 is not a nas-rl-latency-table header"),
+        (lambda text: text.replace('"median_ms": 0.', '"median_ms": -0.', 1), "corrupt"),
+        (lambda text: text.replace('"version": 1', '"version": 99'), "format version 99"),
+        (lambda text: text + '{"row": "mystery"}\n', "unknown row type 'mystery'"),
+    ],
+)
+def test_corrupt_or_truncated_table_is_a_clear_error_naming_the_file(table_file: Path, damage, phrase: str) -> None:
+    table_file.write_text(damage(table_file.read_text()))
+    with pytest.raises(ConfigError) as raised:
+        lut(table_file)
+    assert phrase in str(raised.value) and str(table_file) in str(raised.value)
+
+
+def test_missing_table_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist.*nas-rl-profile"):
+        lut(tmp_path / "nope.jsonl")
+    with pytest.raises(ConfigError, match=r"resolution=None"):
+        LookupTableLatency(small_space(), None, tmp_path / "nope.jsonl")
+
+
+def test_default_path_is_the_name_the_profiler_gives(tmp_path: Path) -> None:
+    space = small_space()
+    target = table_target(space, RESOLUTION, "host-cpu", 1, "fp32")
+    write_synthetic_table(tmp_path / target.file_name(), space)
+    assert target.file_name().startswith("host-cpu-fp32-1t-mnasnet-16x16x1-")
+    assert LookupTableLatency(space, RESOLUTION, directory=tmp_path).table.path == tmp_path / target.file_name()
+
+
+# --- learned predictor and FLOPs baseline ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("regressor", ["ridge", "linear", "gbr"])
+def test_predictor_learns_the_synthetic_device(table_file: Path, regressor: str) -> None:
+    model = LatencyPredictor(small_space(), RESOLUTION, table_file, regressor=regressor, log=regressor != "gbr")
+    held_out = draw_architectures(small_space(), 99, 20)
+    measured = np.array([INTERCEPT + SLOPE * sum(entry_ms(e.key) for e in network_entries(a, RESOLUTION)) for a in held_out])
+    predicted = np.array([model.latency_ms(a) for a in held_out])
+    assert np.median(np.abs(predicted / measured - 1)) < (0.05 if regressor != "gbr" else 0.15)
+    fingerprint = model.fingerprint()
+    assert fingerprint["kind"] == "predictor" and fingerprint["samples"] == 30 and fingerprint["regressor"] == regressor
+    assert json.loads(json.dumps(fingerprint)) == fingerprint
+
+
+def test_predictor_refuses_too_few_samples_unknown_regressors_and_features(tmp_path: Path) -> None:
+    path = write_synthetic_table(tmp_path / "t.jsonl", small_space(), networks=4).path
+    with pytest.raises(ConfigError, match="has 4 whole-network samples.*profile.networks="):
+        LatencyPredictor(small_space(), RESOLUTION, path)
+    with pytest.raises(ConfigError, match="regressor='svm'.*gbr, linear, ridge"):
+        LatencyPredictor(small_space(), RESOLUTION, path, regressor="svm", min_samples=2)
+    with pytest.raises(ConfigError, match="features="):
+        LatencyPredictor(small_space(), RESOLUTION, path, features=["lut_ms", "colour"], min_samples=2)
+    assert LatencyPredictor(small_space(), RESOLUTION, path, min_samples=4).latency_ms(
+        draw_architectures(small_space(), 1, 1)[0]) > 0  # fmt: skip
+
+
+def test_flops_baseline_is_macs_times_a_fitted_constant(table_file: Path) -> None:
+    from nas_rl.models.flops import multiply_adds
+
+    arch = draw_architectures(small_space(), 5, 1)[0]
+    given = FlopsLatency(RESOLUTION, ms_per_mac=1e-6)
+    assert given.latency_ms(arch) == pytest.approx(multiply_adds(arch, RESOLUTION) * 1e-6)
+    fitted = FlopsLatency(RESOLUTION, space=small_space(), path=table_file)
+    samples = LatencyTable.read(table_file).network_archs(small_space())
+    macs = np.array([multiply_adds(a, RESOLUTION) for a, _ in samples], float)
+    measured = np.array([row["median_ms"] for _, row in samples])
+    assert fitted.ms_per_mac == pytest.approx(macs @ measured / (macs @ macs))
+    assert fitted.fingerprint()["kind"] == "flops"
+    with pytest.raises(ConfigError, match="ms_per_mac=-1"):
+        FlopsLatency(RESOLUTION, ms_per_mac=-1)
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+
+def test_score_metrics() -> None:
+    measured = np.array([1.0, 2.0, 3.0, 4.0])
+    predicted = np.array([1.04, 2.3, 2.9, 4.0])
+    metrics = score(predicted, measured)
+    assert metrics["within_5pct"] == 0.75 and metrics["within_10pct"] == 0.75
+    assert metrics["mape_pct"] == pytest.approx(100 * (0.04 + 0.15 + 1 / 30 + 0) / 4)
+    assert metrics["rmse_ms"] == pytest.approx(np.sqrt((0.04**2 + 0.3**2 + 0.1**2) / 4))
+    assert metrics["kendall_tau"] == 1.0
+    rows = [{"measured_ms": m, "a_ms": p, "a_us": 3.0} for m, p in zip(measured, predicted)]
+    table = markdown(summarise(["a"], rows))
+    assert "| a | 4 | 75% | 75% |" in table and "| 1.000 |" in table
+
+
+def test_held_out_architectures_avoid_the_tables_samples_and_seed(table_file: Path) -> None:
+    model = lut(table_file)
+    samples = {row["arch"] for row in model.table.network_samples()}
+    archs = held_out_architectures(small_space(), 1000, 50, {"lut": model})
+    assert len({a.to_string() for a in archs}) == 50 and not samples & {a.to_string() for a in archs}
+    with pytest.raises(ConfigError, match="report.seed=0 is the seed"):
+        held_out_architectures(small_space(), 0, 5, {"lut": model})
+
+
+# --- config ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["lut", "predictor", "flops"])
+def test_latency_options_compose_and_build_from_the_search_config(table_file: Path, option: str, tiny_overrides) -> None:
+    from hydra import compose, initialize_config_module
+
+    from nas_rl.config import build
+
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*tiny_overrides[:5], f"latency={option}", f"latency.path={table_file}"])
+    model = build(cfg.latency, "latency")
+    assert model.fingerprint()["kind"] == option
+    assert model.latency_ms(draw_architectures(small_space(), 4, 1)[0]) > 0

@@ -1,0 +1,76 @@
+"""The env under vector envs and common wrappers; parallel evaluation keeps the store consistent."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import partial
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from nas_rl.controllers.sb3 import SB3Controller
+from nas_rl.envs.nas_env import NasEnv
+from nas_rl.evaluator import Evaluator
+from nas_rl.reward import MnasReward
+from nas_rl.store import EvaluationStore
+from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+
+
+def make_env(store: str) -> NasEnv:
+    evaluator = Evaluator(HashAccuracyDouble(), ChannelLatencyDouble(), MnasReward(1.0), EvaluationStore(store), "vec")
+    return NasEnv(tiny_space(), evaluator)
+
+
+def run_vector(vec: gym.vector.VectorEnv, steps: int) -> int:
+    vec.reset(seed=0)
+    finished = 0
+    for _ in range(steps):
+        _, _, terminated, _, _ = vec.step(vec.action_space.sample())
+        finished += int(np.sum(terminated))
+    vec.close()
+    return finished
+
+
+def test_gymnasium_sync_and_async_vector_envs(tmp_path: Path) -> None:
+    store = str(tmp_path / "e.sqlite")
+    assert run_vector(gym.vector.SyncVectorEnv([partial(make_env, store)] * 2), 42) == 2
+    assert run_vector(gym.vector.AsyncVectorEnv([partial(make_env, store)] * 2), 42) == 2
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 4
+
+
+def test_common_wrappers() -> None:
+    env = gym.wrappers.RecordEpisodeStatistics(gym.wrappers.FlattenObservation(make_env(":memory:")))
+    obs, _ = env.reset(seed=0)
+    assert obs.ndim == 1
+    for _ in range(42):
+        obs, reward, terminated, _, info = env.step(env.action_space.sample())
+    assert terminated and info["episode"]["l"] == 42 and info["episode"]["r"] == reward
+
+
+def test_sb3_dummy_and_subproc_vec_envs_share_the_store(tmp_path: Path) -> None:
+    store = str(tmp_path / "e.sqlite")
+    for vec_class in (DummyVecEnv, SubprocVecEnv):
+        vec = vec_class([partial(make_env, store)] * 2)
+        vec.reset()
+        for _ in range(42):
+            vec.step(np.array([vec.action_space.sample() for _ in range(2)]))
+        vec.close()
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 4
+        duplicates = conn.execute("SELECT COUNT(*) FROM evaluations GROUP BY arch, fingerprint HAVING COUNT(*) > 1")
+        assert duplicates.fetchall() == []
+
+
+def test_sb3_controller_evaluates_in_parallel_processes(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    store = EvaluationStore(tmp_path / "e.sqlite")
+    env = make_env(str(tmp_path / "e.sqlite"))
+    controller = SB3Controller(partial(PPO, policy="MultiInputPolicy", n_steps=42, batch_size=42), n_envs=2, vec_env="subproc")
+    seen = []
+    controller.search(env, budget=4, seed=0, on_evaluation=seen.append)
+    assert len(seen) == 4
+    assert store.count_episodes("vec") >= 4  # the last step may finish one more, kept in the store
