@@ -53,7 +53,6 @@ class NasEnv(gym.Env):
         )
         self._tokens = np.zeros(length, dtype=np.int64)
         self._position = 0
-        self.last_info: dict[str, Any] = {}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -75,7 +74,6 @@ class NasEnv(gym.Env):
         tokens = tuple(int(t) - 1 for t in self._tokens)
         outcome = self.evaluator.evaluate(self.search_space.decode(tokens))
         info = {**outcome.info(), "tokens": tokens}
-        self.last_info = info
         return self._observation(), float(outcome.reward), True, False, info
 
     def action_masks(self) -> np.ndarray:
