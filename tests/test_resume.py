@@ -26,7 +26,7 @@ def count_episodes(store: Path) -> int:
 def test_resume_after_sigkill_mid_evaluation_loses_and_repeats_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [*TINY_OVERRIDES, "controller=evolution", "controller.population_size=2", "controller.sample_size=1",
-            "search.budget=4", f"hydra.run.dir={run_dir}"]  # fmt: skip
+            "search.budget=4", "search.export=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     process = subprocess.Popen(nas_rl_command() + args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while count_episodes(run_dir / "evaluations.sqlite") < 2 and time.monotonic() < deadline:
@@ -66,7 +66,7 @@ def test_multirun_jobs_share_one_store(tmp_path: Path) -> None:
     """Same seed, two targets: the second job's architectures are all cache hits from the first job."""
     store = tmp_path / "shared.sqlite"
     result = run_cli(
-        ["-m", *TINY_OVERRIDES, "controller=random", "search.budget=2", "reward.target_ms=0.2,0.4",
+        ["-m", *TINY_OVERRIDES, "controller=random", "search.budget=2", "search.export=false", "reward.target_ms=0.2,0.4",
          f"search.store={store}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         tmp_path,
     )  # fmt: skip
