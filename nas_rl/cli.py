@@ -84,6 +84,8 @@ def validate_overrides(config_name: str, overrides: list[str]) -> None:
                 _check_values(cfg)
             except ConfigError as error:
                 _fail(str(error))
+            except OmegaConfBaseException as error:  # e.g. a mandatory ??? value left unset
+                _fail(str(error).strip().splitlines()[0])
 
 
 def _culprit(error: Exception, overrides: list[str]) -> str:

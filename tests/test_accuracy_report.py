@@ -19,7 +19,8 @@ from tests.conftest import TINY_OVERRIDES, tiny_space
 
 
 def test_report_correlates_every_proxy_and_writes_its_files(tmp_path: Path) -> None:
-    trainer = ProxyTraining(load_digits(16, max_samples=300), epochs=0.2, batch_size=32, optimizer="adam", lr=0.01, threads=1)
+    data = load_digits(16, max_samples=300)
+    trainer = ProxyTraining(data, epochs=0.2, batch_size=32, optimizer="adam", lr=0.01, threads=1)
     report = accuracy_report(tiny_space(), trainer, archs=4, seed=7, batch_size=32)
     assert [c.proxy for c in report.correlations] == [*PROXIES, *BASELINES]
     assert len(report.rows) == 4 and all(0 <= r.accuracy <= 1 for r in report.rows)

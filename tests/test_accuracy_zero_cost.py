@@ -69,6 +69,9 @@ def test_calibration_is_a_monotone_map_into_0_1() -> None:
     assert values == sorted(values) and all(0.0 <= v <= 1.0 for v in values)
     assert values[0] == values[2] == pytest.approx(0.2) and values[-3] == values[-1] == pytest.approx(0.8)
     assert 0.2 < values[3] < 0.4 < values[5] < 0.8  # piecewise linear in log(1 + score) between the points
+    assert calibration.increasing
+    falling = Calibration(["a", "b", "c"], [0.9, 0.5, 0.1], [1.0, 10.0, 100.0])  # an inverse proxy is used inversely
+    assert not falling.increasing and falling(1.0) > falling(30.0) > falling(1e3)
     with pytest.raises(EvaluationFailed, match="NaN"):
         calibration(math.nan)
     with pytest.raises(ConfigError, match="calibration"):
@@ -77,7 +80,8 @@ def test_calibration_is_a_monotone_map_into_0_1() -> None:
 
 def test_zero_cost_estimator_calibrates_once_and_caches(tmp_path: Path) -> None:
     trainer = ProxyTraining(digits(), **FAST)
-    estimator = ZeroCostProxy(trainer, tiny_space(), "grad_norm", batch_size=32, calibration_archs=3, cache_dir=str(tmp_path))
+    settings = {"batch_size": 32, "calibration_archs": 3, "cache_dir": str(tmp_path)}
+    estimator = ZeroCostProxy(trainer, tiny_space(), "grad_norm", **settings)
     arch = archs(1, seed=9)[0]
     accuracy = estimator.accuracy(arch)
     assert 0.0 <= accuracy <= 1.0 and accuracy == estimator.accuracy(arch)
@@ -91,8 +95,7 @@ def test_zero_cost_estimator_calibrates_once_and_caches(tmp_path: Path) -> None:
         def accuracy(self, arch):  # the cache must answer every calibration architecture
             raise AssertionError("trained a calibration architecture again")
 
-    again = ZeroCostProxy(NoTraining(digits(), **FAST), tiny_space(), "grad_norm", batch_size=32, calibration_archs=3,
-                          cache_dir=str(tmp_path))  # fmt: skip
+    again = ZeroCostProxy(NoTraining(digits(), **FAST), tiny_space(), "grad_norm", **settings)
     assert again.accuracy(arch) == accuracy
 
 

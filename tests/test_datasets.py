@@ -102,7 +102,8 @@ def test_npz_reads_either_layout_the_same(tmp_path: Path, layout: str) -> None:
     assert data.x_train.shape == (32, 3, 8, 8) and data.num_classes == 4
     assert np.array_equal(data.x_train, reference.x_train)
     np.savez(tmp_path / "nchw.npz", x=nhwc.transpose(0, 3, 1, 2), y=y)
-    assert data.fingerprint()["data_digest"] == load_npz(tmp_path / "nchw.npz", 4, resolution=8).fingerprint()["data_digest"]
+    from_nchw = load_npz(tmp_path / "nchw.npz", 4, resolution=8)
+    assert data.fingerprint()["data_digest"] == from_nchw.fingerprint()["data_digest"]
 
 
 def test_npz_bad_input_is_one_clear_line(tmp_path: Path) -> None:

@@ -187,3 +187,72 @@ def test_conversion_failure_is_an_evaluation_failure_with_a_one_line_reason(
 def test_benchmark_of_invalid_flatbuffer_raises() -> None:
     with pytest.raises(ValueError):
         benchmark_tflite(b"not a flatbuffer", min_seconds=0.0, warmup_min_seconds=0.0)
+
+
+# --- conversion route and preempted runs (used by latency tables) --------------------------------------------
+
+
+class _SleepyInterpreterDouble:
+    """Test double for a LiteRT interpreter: every ``sleep_every``-th invoke sleeps (the thread is off the CPU, as
+    when the OS runs another process), the others spin on the CPU for ``spin_s``."""
+
+    def __init__(self, sleep_every: int, spin_s: float = 2e-4, sleep_s: float = 2e-3) -> None:
+        self.calls, self.sleep_every, self.spin_s, self.sleep_s = 0, sleep_every, spin_s, sleep_s
+
+    def invoke(self) -> None:
+        import time
+
+        self.calls += 1
+        if self.calls % self.sleep_every == 0:
+            time.sleep(self.sleep_s)
+            return
+        end = time.perf_counter() + self.spin_s
+        while time.perf_counter() < end:
+            pass
+
+
+def test_drop_preempted_leaves_out_runs_spent_off_the_cpu() -> None:
+    from nas_rl.latency.litert import _run_until
+
+    kept = _run_until(_SleepyInterpreterDouble(sleep_every=3), min_runs=30, min_seconds=0.0, drop_preempted=True)
+    assert len(kept) == 30 and max(kept) < 1.5e-3 * 1e9
+    everything = _run_until(_SleepyInterpreterDouble(sleep_every=3), min_runs=30, min_seconds=0.0)
+    assert max(everything) >= 2e-3 * 1e9  # off by default: latency=litert measures as before
+
+
+def test_drop_preempted_gives_up_on_a_machine_that_never_lets_the_thread_run() -> None:
+    from nas_rl.latency.litert import _run_until
+
+    always = _SleepyInterpreterDouble(sleep_every=1, sleep_s=2e-4)
+    kept = _run_until(always, min_runs=5, min_seconds=0.0, drop_preempted=True)
+    assert len(kept) == 5 and always.calls < 100
+
+
+def test_drop_preempted_is_in_the_fingerprint_only_when_set() -> None:
+    assert "drop_preempted" not in LiteRTLatency(resolution=RESOLUTION).fingerprint()
+    assert LiteRTLatency(resolution=RESOLUTION, drop_preempted=True).fingerprint()["drop_preempted"] is True
+    with pytest.raises(ConfigError, match="conversion='tflite'.*'saved_model', 'frozen_graph'"):
+        LiteRTLatency(conversion="tflite")
+
+
+@pytest.mark.slow
+def test_frozen_graph_conversion_gives_the_same_ops_as_the_saved_model_route() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from nas_rl.models.keras_builder import build_keras_model
+
+    def ops(model_bytes: bytes) -> list:
+        interpreter = Interpreter(model_content=model_bytes)
+        tensors = interpreter.get_tensor_details()
+        return [
+            (op["op_name"], [tuple(tensors[i]["shape"]) for i in op["inputs"] if i >= 0])
+            for op in interpreter._get_ops_details()
+        ]
+
+    keras_model = build_keras_model(tiny_arch("cn_r1_k3_s2_c16_se0.25:ir_r2_k5_s2_e6_c24:ds_r1_k3_s1_c24"), RESOLUTION)
+    frozen = convert_to_tflite(keras_model, conversion="frozen_graph")
+    assert ops(convert_to_tflite(keras_model)) == ops(frozen)
+    quietest = benchmark_tflite(frozen, min_runs=9, min_seconds=0.03, warmup_min_seconds=0.0, rounds=3)
+    assert quietest.runs >= 3 and 0 < quietest.min_ms <= quietest.median_ms
+    with pytest.raises(ConfigError, match="rounds=0"):
+        benchmark_tflite(frozen, rounds=0)

@@ -84,7 +84,8 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{key}={path}: not {expected}")
     if payload.get("version") != VERSION:
-        raise ConfigError(f"{key}={path}: checkpoint version {payload.get('version')!r}; this nas-rl reads version {VERSION}")
+        version = payload.get("version")
+        raise ConfigError(f"{key}={path}: checkpoint version {version!r}; this nas-rl reads version {VERSION}")
     try:
         arch = ArchSpec.from_string(payload["arch"], **{name: int(payload["settings"][name]) for name in SETTINGS})
         state_dict = dict(payload["state_dict"])
@@ -95,5 +96,7 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
         checkpoint.build_model()
     except RuntimeError as error:
         first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{key}={path}: weights do not match its architecture {arch.to_string()!r} ({first_line})") from None
+        raise ConfigError(
+            f"{key}={path}: weights do not match its architecture {arch.to_string()!r} ({first_line})"
+        ) from None
     return checkpoint

@@ -84,7 +84,8 @@ def stratified_subset(y: np.ndarray, max_samples: int | None, seed: int) -> np.n
     try:
         keep, _ = train_test_split(np.arange(len(y)), train_size=max_samples, stratify=y, random_state=seed)
     except ValueError as error:
-        raise ConfigError(f"dataset.max_samples={max_samples} is too small for {len(np.unique(y))} classes: {error}") from None
+        classes = len(np.unique(y))
+        raise ConfigError(f"dataset.max_samples={max_samples} is too small for {classes} classes: {error}") from None
     return np.sort(keep)
 
 
@@ -172,7 +173,9 @@ def cifar10_folder(root: str | Path | None) -> Path:
         )
     folder = Path(root).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"dataset.root={root}: no such directory; expected the folder with data_batch_1..5 and test_batch")
+        raise ConfigError(
+            f"dataset.root={root}: no such directory; expected the folder with data_batch_1..5 and test_batch"
+        )
     if not (folder / CIFAR10_TRAIN_BATCHES[0]).exists() and (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     return folder
@@ -187,7 +190,9 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
     except Exception as error:  # noqa: BLE001  (any unreadable file is the same user error)
-        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({type(error).__name__}: {error}); expected {expected}") from None
+        raise ConfigError(
+            f"{path}: not a CIFAR-10 python batch ({type(error).__name__}: {error}); expected {expected}"
+        ) from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ConfigError(f"{path}: found {keys}; expected {expected}")
@@ -258,7 +263,10 @@ def load_npz(
         with np.load(source, allow_pickle=False) as archive:
             missing = [key for key in ("x", "y") if key not in archive.files]
             if missing:
-                raise ConfigError(f"{source}: no array(s) {', '.join(missing)} (found {archive.files}); expected x (images) and y (labels)")
+                raise ConfigError(
+                    f"{source}: no array(s) {', '.join(missing)} (found {archive.files}); expected x (images) and "
+                    "y (labels)"
+                )
             x, y = archive["x"], archive["y"]
     except ConfigError:
         raise
@@ -321,12 +329,16 @@ def load_image_folder(
     :param num_classes: the number of class folders, as the search space needs it before the data is read.
     """
     if root is None or str(root).strip() in ("", "???"):
-        raise ConfigError("dataset.root is not set: pass dataset.root=DIR, a folder with one sub-folder of images per class")
+        raise ConfigError(
+            "dataset.root is not set: pass dataset.root=DIR, a folder with one sub-folder of images per class"
+        )
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"dataset.root={root}: no such directory; expected one sub-folder of images per class")
     if in_channels not in (1, 3):
-        raise ConfigError(f"dataset.in_channels={in_channels!r} is not accepted for image folders: use 1 (greyscale) or 3 (RGB)")
+        raise ConfigError(
+            f"dataset.in_channels={in_channels!r} is not accepted for image folders: use 1 (greyscale) or 3 (RGB)"
+        )
     num_classes = _check_num_classes(num_classes, folder)
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) != num_classes:
@@ -402,7 +414,9 @@ def _check_num_classes(num_classes: Any, source: Path) -> int:
 
 def _check_labels(labels: np.ndarray, count: int, num_classes: int, where: str) -> None:
     if labels.dtype.kind not in "iu" or labels.ndim != 1:
-        raise ConfigError(f"{where} has dtype {labels.dtype} and shape {labels.shape}; expected integers of shape ({count},)")
+        raise ConfigError(
+            f"{where} has dtype {labels.dtype} and shape {labels.shape}; expected integers of shape ({count},)"
+        )
     if len(labels) != count:
         raise ConfigError(f"{where} has {len(labels)} labels for {count} images; expected one label per image")
     if count and (labels.min() < 0 or labels.max() >= num_classes):

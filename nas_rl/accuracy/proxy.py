@@ -198,7 +198,9 @@ class ProxyTraining(AccuracyEstimator):
                 logits = model(x_train[batch])
                 loss = self._loss(logits, y_train[batch], None if teacher is None else teacher[batch])
                 if not torch.isfinite(loss):
-                    raise EvaluationFailed(f"proxy training diverged: loss is {loss.item()} at step {step + 1}/{total_steps}")
+                    raise EvaluationFailed(
+                        f"proxy training diverged: loss is {loss.item()} at step {step + 1}/{total_steps}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -152,7 +152,8 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
         writer = csv.writer(handle)
         writer.writerow(["arch", "accuracy", "train_seconds", *names, *(f"{n}_seconds" for n in names)])
         for r in report.rows:
-            writer.writerow([r.arch, r.accuracy, r.train_seconds, *(r.scores[n] for n in names), *(r.seconds[n] for n in names)])
+            scores, seconds = (r.scores[n] for n in names), (r.seconds[n] for n in names)
+            writer.writerow([r.arch, r.accuracy, r.train_seconds, *scores, *seconds])
     with open(paths["summary"], "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["proxy", "spearman", "spearman_p", "kendall", "kendall_p", "seconds_per_arch", "archs"])

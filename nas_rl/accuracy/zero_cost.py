@@ -16,7 +16,8 @@ The four proxies, after the papers' reference code:
   ``K[i, j] = N_A - hamming(c_i, c_j)``; score = ``log |det K|`` (train mode, no gradients).
 
 With ``batches > 1`` a data-dependent score is the mean over that many mini-batches of the same initialised
-network. Higher is better for all four.
+network. The papers take higher as better for all four; the calibration of :class:`ZeroCostProxy` checks
+the direction on the task at hand.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_rl.accuracy.base import AccuracyEstimator
+from nas_rl.accuracy.datasets import SplitDataset
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
@@ -165,7 +167,14 @@ class Calibration:
                 "accuracy.calibration's training settings"
             )
         x, y = np.array(points).T
-        self.map = IsotonicRegression(increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+        # The direction comes from the data (the sign of Spearman's rho on the calibration points): the papers'
+        # "higher is better" does not always hold, e.g. grad_norm and snip rank short digits trainings inversely.
+        self.map = IsotonicRegression(increasing="auto", y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+
+    @property
+    def increasing(self) -> bool:
+        """Whether accuracy rises with the score on the calibration architectures."""
+        return bool(self.map.increasing_)
 
     def __call__(self, score: float) -> float:
         if math.isnan(score):
@@ -181,10 +190,12 @@ class ZeroCostProxy(AccuracyEstimator):
     A raw score is not an accuracy, and the reward needs one in [0, 1]. So on first use the estimator samples
     ``calibration_archs`` architectures from ``search_space`` with ``calibration_seed``, proxy-trains each with
     ``calibration`` (a :class:`ProxyTraining`; failures are left out), scores them, and fits an isotonic
-    (monotone non-decreasing, piecewise-linear) regression from ``feature(score)`` to accuracy, clipped to
-    [0, 1] and to the calibration range. An architecture's accuracy is that map at its score: its rank among
-    architectures follows the proxy's, its scale that of proxy-trained accuracies. A proxy that does not
-    predict accuracy on this task yields a nearly flat map; ``nas-rl-accuracy-report`` measures that.
+    (monotone, piecewise-linear) regression from ``feature(score)`` to accuracy, clipped to [0, 1] and to the
+    calibration range. Its direction (rising or falling) is the sign of the calibration points' Spearman
+    correlation, so a proxy that ranks inversely on this task is used inversely. An architecture's accuracy
+    is that map at its score: its rank among architectures follows the proxy's, its scale that of
+    proxy-trained accuracies. A proxy that does not predict accuracy on this task yields a nearly flat map;
+    ``nas-rl-accuracy-report`` measures how well each one does.
     The calibration accuracies are cached in ``cache_dir`` (JSON per trainer and space fingerprint), so
     sweep jobs and later runs train each calibration architecture once.
 
@@ -213,7 +224,8 @@ class ZeroCostProxy(AccuracyEstimator):
         cache_dir: str | None = None,
     ) -> None:
         check_proxy(proxy)
-        for key, value, low in (("batches", batches, 1), ("batch_size", batch_size, 2), ("calibration_archs", calibration_archs, 2)):
+        counts = (("batches", batches, 1), ("batch_size", batch_size, 2), ("calibration_archs", calibration_archs, 2))
+        for key, value, low in counts:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"accuracy.{key}={value!r} is not accepted: use an integer >= {low}")
         if not isinstance(calibration, ProxyTraining):
@@ -231,7 +243,8 @@ class ZeroCostProxy(AccuracyEstimator):
         self._batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
-    def dataset(self):
+    def dataset(self) -> SplitDataset:
+        """The data the proxies read: the calibration trainer's."""
         return self.trainer.dataset
 
     def fingerprint(self) -> dict[str, Any]:
@@ -243,7 +256,7 @@ class ZeroCostProxy(AccuracyEstimator):
             "batch_size": self.batch_size,
             "seed": self.seed,
             "calibration": {
-                "map": "isotonic-log1p",
+                "map": "isotonic-auto-log1p",
                 "archs": self.calibration_archs,
                 "seed": self.calibration_seed,
                 "trainer": self.trainer.fingerprint(),
@@ -279,13 +292,10 @@ class ZeroCostProxy(AccuracyEstimator):
         return self._calibration
 
     def _calibration_accuracies(self, archs: list[ArchSpec]) -> list[float | None]:
-        cache_key = json.dumps({"trainer": self.trainer.fingerprint(), "space": self.search_space.fingerprint()}, sort_keys=True)
-        path = None
-        known: dict[str, float | None] = {}
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"calibration-{hashlib.blake2b(cache_key.encode(), digest_size=10).hexdigest()}.json"
-            if path.is_file():
-                known = json.loads(path.read_text()).get("accuracies", {})
+        key = {"trainer": self.trainer.fingerprint(), "space": self.search_space.fingerprint()}
+        digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
+        path = None if self.cache_dir is None else self.cache_dir / f"calibration-{digest}.json"
+        known = _read_cache(path)
         for number, arch in enumerate(archs, start=1):
             text = arch.to_string()
             if text in known:
@@ -296,8 +306,9 @@ class ZeroCostProxy(AccuracyEstimator):
             except EvaluationFailed as failure:
                 log.warning("zero-cost calibration: %s failed: %s", text, failure)
                 known[text] = None
-            if path is not None:
-                _write_json_atomically(path, {"key": json.loads(cache_key), "accuracies": known})
+            if path is not None:  # merge with what parallel sweep jobs wrote meanwhile
+                known = {**_read_cache(path), **known}
+                _write_json_atomically(path, {"key": key, "accuracies": known})
         return [known[arch.to_string()] for arch in archs]
 
 
@@ -313,12 +324,25 @@ def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchSpec]:
     return list(archs.values())
 
 
-def sample_batches(dataset, batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def sample_batches(
+    dataset: SplitDataset, batches: int, batch_size: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``batches`` disjoint seeded mini-batches of the training split (fewer, smaller ones if it is small)."""
     order = np.random.default_rng(seed).permutation(len(dataset.y_train))
     size = min(batch_size, len(order))
     chunks = [np.sort(order[i * size : (i + 1) * size]) for i in range(min(batches, len(order) // size))]
     return [(torch.from_numpy(dataset.x_train[c]), torch.from_numpy(dataset.y_train[c])) for c in chunks]
+
+
+def _read_cache(path: Path | None) -> dict[str, float | None]:
+    """Calibration accuracies by block string; an absent or unreadable cache file is an empty cache."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text())["accuracies"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("zero-cost calibration: ignoring unreadable cache %s", path)
+        return {}
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:

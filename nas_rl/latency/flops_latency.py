@@ -2,8 +2,9 @@
 
 ``latency_ms = macs * ms_per_mac``, with multiply-adds counted by torch (:func:`nas_rl.models.flops.multiply_adds`)
 at the deployment resolution. ``ms_per_mac`` is given, or fitted (least squares through the origin) on the
-whole-network samples of a device's latency table. It ignores that depthwise convs, SE and memory traffic cost
-more per multiply-add than dense convs: the latency report shows how much that matters.
+whole-network samples of a device's latency table (whose entries record their multiply-adds, by the same
+count). It ignores that depthwise convs, SE and memory traffic cost more per multiply-add than dense convs: the
+latency report shows how much that matters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
+from nas_rl.latency.layers import network_entries
 from nas_rl.latency.table import LatencyTable, check_target, table_path, table_target
 
 
@@ -45,12 +47,16 @@ class FlopsLatency(LatencyModel):
         precision: str = "fp32",
     ) -> None:
         if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
-            raise ConfigError(f"resolution={resolution!r} is not accepted; accepted: the deployment input size (an integer >= 1)")
+            raise ConfigError(
+                f"resolution={resolution!r} is not accepted; accepted: the deployment input size (an integer >= 1)"
+            )
         self.resolution = resolution
         self.table: LatencyTable | None = None
         if ms_per_mac is not None:
             if isinstance(ms_per_mac, bool) or not isinstance(ms_per_mac, (int, float)) or not ms_per_mac > 0:
-                raise ConfigError(f"ms_per_mac={ms_per_mac!r} is not accepted; accepted: a positive number, or None to fit it")
+                raise ConfigError(
+                    f"ms_per_mac={ms_per_mac!r} is not accepted; accepted: a positive number, or None to fit it"
+                )
             self._ms_per_mac: float | None = float(ms_per_mac)
         else:
             target = table_target(space, resolution, device, threads, precision)
@@ -68,13 +74,21 @@ class FlopsLatency(LatencyModel):
     def ms_per_mac(self) -> float:
         if self._ms_per_mac is None:
             samples = self.table.network_archs(self.space)
-            macs = np.array([self.macs(arch) for arch, _ in samples], float)
+            macs = np.array([self._sample_macs(arch) for arch, _ in samples], float)
             measured = np.array([row["median_ms"] for _, row in samples], float)
             self._ms_per_mac = float(macs @ measured / (macs @ macs))
         return self._ms_per_mac
 
     def macs(self, arch: ArchSpec) -> int:
         return _multiply_adds(arch, self.resolution)
+
+    def _sample_macs(self, arch: ArchSpec) -> int:
+        """The table's entries record their multiply-adds (torch's count, which adds up to the network's):
+        summing them is much faster than building the torch network."""
+        rows = [self.table.entries.get(entry.key) for entry in network_entries(arch, self.resolution)]
+        if all(row is not None and "macs" in row for row in rows):
+            return int(sum(row["macs"] for row in rows))
+        return self.macs(arch)
 
     def measure(self, arch: ArchSpec) -> LatencyStats:
         return LatencyStats.predicted(self.macs(arch) * self.ms_per_mac)

@@ -38,6 +38,14 @@ SYNTHETIC_CALIBRATION_SAMPLES = 8
 #: time of converting a small model (about 2x faster for one layer), and gives the same ops and shapes.
 CONVERSIONS = ("saved_model", "frozen_graph")
 
+#: A timed run is "preempted" when its wall time exceeds the thread's CPU time by more than this many ns or
+#: this fraction of the run: the OS ran something else meanwhile (on a shared machine, another process).
+PREEMPTION_SLACK_NS = 10_000
+PREEMPTION_SLACK_FRACTION = 0.02
+#: ``drop_preempted`` stops dropping (and keeps every run) once the dropped runs took this many times
+#: ``min_seconds``: on a machine that busy, a measurement must still end.
+MAX_DROPPED_SECONDS_FACTOR = 2.0
+
 
 def convert_to_tflite(
     keras_model: Any,
@@ -113,6 +121,8 @@ def benchmark_tflite(
     min_runs: int = 50,
     min_seconds: float = 1.0,
     seed: int = 0,
+    drop_preempted: bool = False,
+    rounds: int = 1,
 ) -> LatencyStats:
     """Time ``invoke()`` of a TFLite flatbuffer in the LiteRT interpreter, like TFLite's ``benchmark_model``.
 
@@ -123,9 +133,19 @@ def benchmark_tflite(
 
     :param model_bytes: a TFLite flatbuffer.
     :param threads: interpreter threads; XNNPACK, the interpreter's default CPU delegate, uses them.
-    :return: statistics of the timed runs, in milliseconds.
+    :param drop_preempted: with 1 thread, leave out (and replace) timed runs during which the OS descheduled the
+        thread (wall time above the thread's CPU time, see :data:`PREEMPTION_SLACK_NS`), so a busy machine
+        inflates the statistics less; on a quiet machine nothing is dropped. Ignored with several threads,
+        whose workers the calling thread's CPU time does not see.
+    :param rounds: split the timed runs into this many consecutive rounds (each with ``min_runs / rounds``
+        runs and ``min_seconds / rounds`` seconds, at least) and keep the round with the lowest median. On a
+        machine shared with other work (caches, memory bandwidth) a round is slowed when a neighbour is busy, never
+        sped up; on a quiet machine all rounds agree and this is the median of all runs.
+    :return: statistics of the timed runs (of the kept round), in milliseconds.
     """
     _check_benchmark_settings(threads, warmup_min_runs, warmup_min_seconds, min_runs, min_seconds)
+    if not _is_int(rounds) or rounds < 1:
+        raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
     from ai_edge_litert.interpreter import Interpreter
 
     with _silenced_output():  # the runtime announces its XNNPACK delegate on stderr, when it applies it
@@ -136,8 +156,12 @@ def benchmark_tflite(
         interpreter.set_tensor(detail["index"], _random_tensor(rng, detail["shape"], detail["dtype"]))
 
     _run_until(interpreter, warmup_min_runs, warmup_min_seconds)
-    times_ns = _run_until(interpreter, min_runs, min_seconds)
-    times_ms = np.asarray(times_ns, dtype=np.float64) / 1e6
+    drop = drop_preempted and int(threads) == 1
+    per_round = [
+        np.asarray(_run_until(interpreter, -(-min_runs // rounds), min_seconds / rounds, drop), dtype=np.float64)
+        for _ in range(rounds)
+    ]
+    times_ms = min(per_round, key=np.median) / 1e6
     return LatencyStats(
         median_ms=float(np.median(times_ms)),
         mean_ms=float(times_ms.mean()),
@@ -170,6 +194,10 @@ class LiteRTLatency(LatencyModel):
         the quantized graph, not on the calibration values, so synthetic data is enough to measure it.
     :param seed: seed of the benchmark's random input and of synthetic calibration data.
     :param conversion: one of :data:`CONVERSIONS`; both give the same ops, so it is not part of the fingerprint.
+    :param drop_preempted: leave out timed runs during which this thread was descheduled (see
+        :func:`benchmark_tflite`); in the fingerprint only when set.
+    :param rounds: keep the quietest of this many rounds of timed runs (see :func:`benchmark_tflite`); in the
+        fingerprint only when not 1.
     """
 
     def __init__(
@@ -186,10 +214,16 @@ class LiteRTLatency(LatencyModel):
         representative_data: np.ndarray | None = None,
         seed: int = 0,
         conversion: str = "saved_model",
+        drop_preempted: bool = False,
+        rounds: int = 1,
     ) -> None:
         self.device = _resolve_device(device, threads, precision)
+        if not _is_int(rounds) or rounds < 1:
+            raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
+        self.rounds = int(rounds)
         _check_conversion(conversion)
         self.conversion = conversion
+        self.drop_preempted = bool(drop_preempted)
         if resolution is not None and (not _is_int(resolution) or resolution < 1):
             raise ConfigError(f"resolution={resolution!r} is not accepted; accepted: an integer >= 1 or None")
         if not _is_int(in_channels) or in_channels < 1:
@@ -250,6 +284,8 @@ class LiteRTLatency(LatencyModel):
                 min_runs=self.min_runs,
                 min_seconds=self.min_seconds,
                 seed=self.seed,
+                drop_preempted=self.drop_preempted,
+                rounds=self.rounds,
             )
         except Exception as error:
             raise EvaluationFailed(f"LiteRT benchmark failed: {_first_line(error)}") from error
@@ -258,6 +294,9 @@ class LiteRTLatency(LatencyModel):
         calibration = None
         if self.device.precision == "int8":
             calibration = "synthetic" if self.representative_data is None else _digest(self.representative_data)
+        # absent at their defaults, so the cache keys of measurements taken before they existed stay valid
+        extra = {"drop_preempted": True} if self.drop_preempted else {}
+        extra.update({"rounds": self.rounds} if self.rounds != 1 else {})
         return {
             "kind": "litert",
             "device": self.device.as_dict(),
@@ -269,6 +308,7 @@ class LiteRTLatency(LatencyModel):
             "min_runs": self.min_runs,
             "min_seconds": self.min_seconds,
             "seed": self.seed,
+            **extra,
         }
 
     def __repr__(self) -> str:
@@ -320,18 +360,27 @@ def _resolve_device(device: DeviceSpec | None, threads: int | None, precision: s
     return device
 
 
-def _run_until(interpreter: Any, min_runs: int, min_seconds: float) -> list[int]:
-    """Invoke until both limits hold; returns each invoke's duration in ns."""
+def _run_until(interpreter: Any, min_runs: int, min_seconds: float, drop_preempted: bool = False) -> list[int]:
+    """Invoke until both limits hold; returns each (kept) invoke's duration in ns."""
     min_ns = min_seconds * 1e9
     times: list[int] = []
-    total = 0
+    total = dropped = dropped_ns = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         while len(times) < min_runs or total < min_ns:
+            cpu_start = time.thread_time_ns() if drop_preempted else 0
             start = time.perf_counter_ns()
             interpreter.invoke()
             elapsed = time.perf_counter_ns() - start
+            if drop_preempted:
+                waited = elapsed - (time.thread_time_ns() - cpu_start)
+                if waited > max(PREEMPTION_SLACK_NS, PREEMPTION_SLACK_FRACTION * elapsed):
+                    dropped += 1
+                    dropped_ns += elapsed
+                    # a machine this busy: keep what comes rather than time forever
+                    drop_preempted = dropped_ns <= MAX_DROPPED_SECONDS_FACTOR * min_ns or dropped < min_runs
+                    continue
             times.append(elapsed)
             total += elapsed
     finally:

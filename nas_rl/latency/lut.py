@@ -70,19 +70,27 @@ class LookupTableLatency(LatencyModel):
         if on_miss == "measure":
             self._check_host()
         self.overhead = overhead
+        self._medians = {key: row["median_ms"] for key, row in self.table.entries.items() if "error" not in row}
         self.coefficients = fit_overhead(self, overhead)
 
     def measure(self, arch: ArchSpec) -> LatencyStats:
         return LatencyStats.predicted(self.predict(self.entries_ms(arch)))
 
-    def predict(self, entries_ms: np.ndarray) -> float:
+    def predict(self, entries_ms: list[float]) -> float:
         """Overhead model applied to the entry latencies of one architecture."""
         intercept, slope = self.coefficients
-        return float(intercept + slope * float(entries_ms.sum()))
+        return float(intercept + slope * sum(entries_ms))
 
-    def entries_ms(self, arch: ArchSpec) -> np.ndarray:
+    def entries_ms(self, arch: ArchSpec) -> list[float]:
         """The table latency (median, ms) of each entry of ``arch``, in network order."""
-        return np.array([self.entry_stats(entry, arch).median_ms for entry in network_entries(arch, self.resolution)])
+        medians = self._medians
+        values = []
+        for entry in network_entries(arch, self.resolution):
+            value = medians.get(entry.key)
+            if value is None:  # a miss, or an entry that failed when profiled
+                value = medians[entry.key] = self.entry_stats(entry, arch).median_ms
+            values.append(value)
+        return values
 
     def entry_rows(self, arch: ArchSpec) -> list[dict[str, Any]]:
         """The table rows of the entries of ``arch`` (measuring or refusing misses as configured)."""
@@ -122,7 +130,9 @@ class LookupTableLatency(LatencyModel):
         device = self.table.header["device"]
         here = host_cpu(threads=device["threads"], precision=device["precision"], name=device["name"]).as_dict()
         if here != device:
-            differing = ", ".join(f"{k}: table {device.get(k)!r}, here {v!r}" for k, v in here.items() if device.get(k) != v)
+            differing = ", ".join(
+                f"{k}: table {device.get(k)!r}, here {v!r}" for k, v in here.items() if device.get(k) != v
+            )
             raise ConfigError(
                 f"on_miss='measure' is not accepted for latency table {self.table.path}: this computer is not the "
                 f"table's device ({differing}); accepted: on_miss='fail', or run on the table's device"

@@ -92,7 +92,9 @@ class LatencyPredictor(LatencyModel):
     ) -> None:
         unknown = [name for name in features if name not in FEATURES]
         if unknown or not features:
-            raise ConfigError(f"features={list(features)!r} is not accepted; accepted: a non-empty list of {', '.join(FEATURES)}")
+            raise ConfigError(
+                f"features={list(features)!r} is not accepted; accepted: a non-empty list of {', '.join(FEATURES)}"
+            )
         self.features = tuple(features)
         self.regressor_name = regressor
         self.log = bool(log)

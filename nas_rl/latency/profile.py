@@ -29,9 +29,13 @@ from nas_rl.latency.litert import LiteRTLatency, _clear_keras_session
 from nas_rl.latency.table import LatencyTable, TableTarget, check_target, table_path, table_target
 
 #: Benchmark settings of one entry: a short warm-up and 0.2 s of timed runs keep the table within minutes.
-LAYER_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.05, "min_runs": 20, "min_seconds": 0.2}
+#: Runs during which the OS descheduled the thread are left out (see ``benchmark_tflite``): a profile takes
+#: many minutes, and one busy moment on a shared machine would otherwise inflate an entry for good.
+LAYER_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.05, "min_runs": 20, "min_seconds": 0.2,
+                "drop_preempted": True}  # fmt: skip
 #: Benchmark settings of a whole network: those of ``benchmark_model`` (and of ``latency=litert``).
-NETWORK_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.5, "min_runs": 50, "min_seconds": 1.0}
+NETWORK_TIMING = {"warmup_min_runs": 1, "warmup_min_seconds": 0.5, "min_runs": 50, "min_seconds": 1.0,
+                  "drop_preempted": True, "rounds": 3}  # fmt: skip
 #: Entries measured between two clears of Keras' global state (a clear costs as much as a conversion).
 CLEAR_EVERY = 20
 
@@ -59,6 +63,8 @@ def profile_device(
     network_timing: dict[str, Any] | None = None,
     conversion: str = "frozen_graph",
     progress: bool = True,
+    passes: int = 1,
+    refine_min_ms: float = 0.0,
 ) -> ProfileResult:
     """Measure what the table at ``path`` still lacks for ``space`` on ``device``; create the file if needed.
 
@@ -70,11 +76,16 @@ def profile_device(
     :param layer_timing: benchmark settings of an entry (default :data:`LAYER_TIMING`).
     :param network_timing: benchmark settings of a whole network (default :data:`NETWORK_TIMING`).
     :param conversion: how models reach the converter (see :data:`nas_rl.latency.litert.CONVERSIONS`).
+    :param passes: measure the entries of at least ``refine_min_ms`` this many times in all, in separate passes
+        (minutes apart); the table keeps the lowest median. Large layers are the ones a busy neighbour slows
+        most (they live in the shared cache), and they make most of a network's latency.
+    :param refine_min_ms: the latency from which an entry is measured ``passes`` times.
     :raises ConfigError: an existing file at ``path`` was built for other settings (named in the message).
     """
     start = time.perf_counter()
-    if not isinstance(networks, int) or isinstance(networks, bool) or networks < 0:
-        raise ConfigError(f"networks={networks!r} is not accepted; accepted: an integer >= 0")
+    for key, value, lowest in (("networks", networks, 0), ("passes", passes, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ConfigError(f"{key}={value!r} is not accepted; accepted: an integer >= {lowest}")
     layer_timing = {**LAYER_TIMING, **(layer_timing or {})}
     network_timing = {**NETWORK_TIMING, **(network_timing or {})}
     target = table_target(space, resolution, device.name, device.threads, device.precision)
@@ -92,18 +103,33 @@ def profile_device(
     entries = space_entries(space, resolution)
     todo = [entry for entry in entries if entry.key not in table.entries]
     layer_model = LiteRTLatency(device=device, conversion=conversion, **layer_timing)
-    for count, entry in enumerate(tqdm(todo, desc="entries", unit="entry", disable=not progress, dynamic_ncols=True)):
-        table.append(measure_entry(entry, layer_model))
-        if count % CLEAR_EVERY == CLEAR_EVERY - 1:
-            _clear_keras_session()  # Keras' global state grows with every model; clearing costs ~0.3 s (a gc)
-    _clear_keras_session()
+    measured = _measure_entries(table, todo, layer_model, "entries", progress)
+    for number in range(2, passes + 1):
+        again = [e for e in entries if table.measurements.get(e.key, 0) < number and _costs(table, e, refine_min_ms)]
+        measured += _measure_entries(table, again, layer_model, f"pass {number}", progress)
     drawn = draw_architectures(space, network_seed, networks)
     network_model = LiteRTLatency(device=device, resolution=resolution, in_channels=target.input_shape[3],
                                   conversion=conversion, **network_timing)  # fmt: skip
     missing = [index for index in range(networks) if index not in table.networks]
     for index in tqdm(missing, desc="networks", unit="net", disable=not progress, dynamic_ncols=True):
         table.append(measure_network(index, drawn[index], network_model))
-    return ProfileResult(table, len(entries), len(todo), len(missing), time.perf_counter() - start)
+    return ProfileResult(table, len(entries), measured, len(missing), time.perf_counter() - start)
+
+
+def _costs(table: LatencyTable, entry: Entry, refine_min_ms: float) -> bool:
+    stats = table.stats(entry.key)
+    return stats is not None and stats.median_ms >= refine_min_ms
+
+
+def _measure_entries(
+    table: LatencyTable, entries: list[Entry], model: LiteRTLatency, label: str, progress: bool
+) -> int:
+    for count, entry in enumerate(tqdm(entries, desc=label, unit="entry", disable=not progress, dynamic_ncols=True)):
+        table.append(measure_entry(entry, model))
+        if count % CLEAR_EVERY == CLEAR_EVERY - 1:
+            _clear_keras_session()  # Keras' global state grows with every model; clearing costs ~0.3 s (a gc)
+    _clear_keras_session()
+    return len(entries)
 
 
 def _open_for_profiling(path: Path, header: dict[str, Any], target: TableTarget) -> LatencyTable:
@@ -159,8 +185,10 @@ def run_profile(cfg: Any) -> ProfileResult:
     space = build(cfg.search_space, "search_space")
     device = build(cfg.device, "device")
     settings = cfg.profile
-    print(f"profiling {device.name} ({device.cpu_model}, {device.threads} thread(s), {device.precision}, "
-          f"{device.runtime}, {device.converter}) for {type(space).__name__} at {cfg.resolution}x{cfg.resolution}")  # fmt: skip
+    print(
+        f"profiling {device.name} ({device.cpu_model}, {device.threads} thread(s), {device.precision}, "
+        f"{device.runtime}, {device.converter}) for {type(space).__name__} at {cfg.resolution}x{cfg.resolution}"
+    )
     result = profile_device(
         space,
         device,
@@ -173,6 +201,8 @@ def run_profile(cfg: Any) -> ProfileResult:
         network_timing=dict(settings.network_timing),
         conversion=str(settings.conversion),
         progress=bool(settings.progress),
+        passes=int(settings.passes),
+        refine_min_ms=float(settings.refine_min_ms),
     )
     table = result.table
     failed = sum("error" in row for row in table.entries.values())

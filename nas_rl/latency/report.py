@@ -89,16 +89,22 @@ def compare(
     repeats: int = 0,
     progress: bool = True,
     on_row: Any = None,
+    measured: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure every architecture with ``reference`` and predict it with every model.
 
+    :param measured: block string -> an earlier report's row: its measurement is reused instead of measuring.
     :return: one row per architecture, and one row per re-measured architecture (the first ``repeats``).
     """
     rows = []
+    measured = measured or {}
     for index, arch in enumerate(tqdm(archs, desc="held-out architectures", unit="arch", disable=not progress)):
-        stats = reference.measure(arch)
-        row: dict[str, Any] = {"index": index, "arch": arch.to_string(), "measured_ms": stats.median_ms,
-                               "measured_std_ms": stats.std_ms, "measured_runs": stats.runs}  # fmt: skip
+        earlier = measured.get(arch.to_string())
+        if earlier is None:
+            stats = reference.measure(arch)
+            earlier = {"measured_ms": stats.median_ms, "measured_std_ms": stats.std_ms, "measured_runs": stats.runs}
+        row: dict[str, Any] = {"index": index, "arch": arch.to_string(),
+                               **{k: float(earlier[k]) for k in ("measured_ms", "measured_std_ms", "measured_runs")}}
         for name, model in models.items():
             start = time.perf_counter()
             row[f"{name}_ms"] = model.latency_ms(arch)
@@ -170,6 +176,26 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _earlier_measurements(folder: Any, reference: LatencyModel) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier report's ``predictions.csv`` by block string, if it measured with the same reference."""
+    if not folder:
+        return {}
+    folder = Path(str(folder))
+    try:
+        context = json.loads((folder / "context.json").read_text())
+        with open(folder / "predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"report.reuse={str(folder)!r} is not accepted ({error}); accepted: a folder written by "
+                          "nas-rl-latency-report") from None  # fmt: skip
+    if context.get("reference_fingerprint") != reference.fingerprint():
+        raise ConfigError(
+            f"report.reuse={str(folder)!r} was measured with another reference ({context.get('reference_fingerprint')}"
+            f"), this report's is {reference.fingerprint()}; accepted: a report of the same device and settings"
+        )
+    return {row["arch"]: row for row in rows}
+
+
 def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
     """Build the models and the reference from the composed config, compare, write the outputs, print the table."""
     from nas_rl.config import build
@@ -184,6 +210,7 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
         raise ConfigError("models is empty; accepted: at least one latency model under models (lut, predictor, ...)")
     reference = build(cfg.reference, "reference")
     archs = held_out_architectures(space, seed, samples, models)
+    measured = _earlier_measurements(settings.get("reuse"), reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = {
         "device": reference.fingerprint().get("device"),
@@ -192,6 +219,7 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
         "seed": seed,
         "models": {name: repr(model) for name, model in models.items()},
         "reference": repr(reference),
+        "reference_fingerprint": reference.fingerprint(),
     }
     (out_dir / "context.json").write_text(json.dumps(context, indent=2))
     for name, model in models.items():
@@ -204,7 +232,7 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
             handle.flush()
 
         start = time.perf_counter()
-        rows, again = compare(models, reference, archs, repeats, bool(settings.progress), keep)
+        rows, again = compare(models, reference, archs, repeats, bool(settings.progress), keep, measured)
     partial.unlink()
     scores = summarise(list(models), rows)
     write_csv(out_dir / "predictions.csv", rows)

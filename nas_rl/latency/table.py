@@ -16,7 +16,9 @@ loses at most the row it was writing and resumes where it stopped. Rows, by thei
     one whole architecture drawn from the space (``index``-th draw of ``network_seed``): ``arch`` and its
     measured statistics. They fit the per-network overhead and train learned predictors.
 
-The first row of a key wins; later duplicates (two processes measuring the same miss) are ignored.
+A key may have several rows (a refining pass measures the costliest entries again; two processes may measure
+the same miss): the row with the lowest median wins, because on a shared machine a neighbour's work only ever
+slows a measurement. An entry that could not be measured stays so unless a later row has statistics.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class TableTarget:
             ("precision", device.get("precision"), self.precision),
             ("input_shape", list(header.get("input_shape", [])), list(self.input_shape)),
         ]
-        phrases = [f"{key}: table has {have!r}, this run asks for {want!r}" for key, have, want in pairs if have != want]
+        phrases = [
+            f"{key}: table has {have!r}, this run asks for {want!r}" for key, have, want in pairs if have != want
+        ]
         have_space, want_space = space_identity(header.get("space", {})), space_identity(self.space)
         if have_space != want_space:
             differing = sorted(k for k in set(have_space) | set(want_space) if have_space.get(k) != want_space.get(k))
@@ -118,6 +122,7 @@ class LatencyTable:
         self.header = header
         self.entries: dict[str, dict[str, Any]] = {}
         self.networks: dict[int, dict[str, Any]] = {}
+        self.measurements: dict[str, int] = {}  # rows per entry key
 
     @property
     def table_id(self) -> str:
@@ -199,9 +204,15 @@ class LatencyTable:
         kind = row.get("row")
         try:
             if kind == "entry":
+                key = str(row["key"])
+                known = self.entries.get(key)
                 if "error" not in row:
-                    _stats(row)
-                self.entries.setdefault(str(row["key"]), row)
+                    median = _stats(row).median_ms
+                    if known is None or "error" in known or median < known["median_ms"]:
+                        self.entries[key] = row
+                elif known is None:
+                    self.entries[key] = row
+                self.measurements[key] = self.measurements.get(key, 0) + 1
             elif kind == "network":
                 if "error" not in row:
                     _stats(row)
