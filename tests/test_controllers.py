@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pytest
 from hydra import compose, initialize_config_module
 
+import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.cli import group_options
 from nas_rl.config import build
-from nas_rl.envs.nas_env import NasEnv
-from nas_rl.evaluator import Evaluator
-from nas_rl.reward import MnasReward
-from nas_rl.store import EvaluationStore
-from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+
+#: gym.make overrides of MnasNet-v0 for a real (proxy training + LiteRT) env that evaluates in about a second.
+TINY_SPEC = {
+    "search_space": {"resolution": 16, "stem_channels": 8, "head_channels": 32,
+                     "base_widths": [8, 8, 8, 16, 16, 24, 32], "base_repeats": [1] * 7},
+    "accuracy": {"epochs": 0.1, "threads": 1},
+    "latency": {"min_seconds": 0.1, "min_runs": 10, "warmup_min_seconds": 0.05},
+}  # fmt: skip
 
 
 def build_controller(name: str):
@@ -21,11 +26,10 @@ def build_controller(name: str):
 
 
 @pytest.mark.parametrize("name", group_options("controller"))
-def test_controller_spends_its_budget(name: str) -> None:
-    store = EvaluationStore(":memory:")
-    env = NasEnv(tiny_space(), Evaluator(HashAccuracyDouble(), ChannelLatencyDouble(), MnasReward(1.0), store, "run"))
+def test_controller_spends_its_budget_on_a_real_env(name: str) -> None:
+    env = gym.make("nas_rl/MnasNet-v0", run_id="run", **TINY_SPEC)
     seen = []
-    build_controller(name).search(env, budget=6, seed=0, on_evaluation=seen.append)
-    assert len(seen) == 6
-    assert all(info["status"] == "ok" and info["reward"] > 0 for info in seen)
-    assert store.count_episodes("run") == 6
+    build_controller(name).search(env, budget=2, seed=0, on_evaluation=seen.append)
+    assert len(seen) == 2
+    assert all(info["status"] == "ok" and 0 < info["reward"] and info["latency_ms"] > 0 for info in seen)
+    assert env.unwrapped.evaluator.store.count_episodes("run") == 2
