@@ -16,6 +16,7 @@ from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
 from nas_rl.latency.base import LatencyModel
 from nas_rl.reward import MnasReward
+from nas_rl.spaces.base import NETWORK_FIELDS
 from nas_rl.store import Evaluation, EvaluationStore
 
 
@@ -70,19 +71,13 @@ class Evaluator:
     def settings(self, arch: ArchSpec) -> dict[str, Any]:
         """Everything besides the block string that decides this architecture's accuracy and latency."""
         return {
-            "network": {
-                "stem_channels": arch.stem_channels,
-                "stem_stride": arch.stem_stride,
-                "head_channels": arch.head_channels,
-                "num_classes": arch.num_classes,
-                "in_channels": arch.in_channels,
-            },
+            "network": {name: getattr(arch, name) for name in NETWORK_FIELDS},
             "accuracy": self.accuracy.fingerprint(),
             "latency": self.latency.fingerprint(),
         }
 
     def fingerprint(self, arch: ArchSpec) -> str:
-        key = (arch.stem_channels, arch.stem_stride, arch.head_channels, arch.num_classes, arch.in_channels)
+        key = tuple(getattr(arch, name) for name in NETWORK_FIELDS)
         if key not in self._fingerprints:
             self._fingerprints[key] = self.store.register_fingerprint(self.settings(arch))
         return self._fingerprints[key]

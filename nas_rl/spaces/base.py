@@ -10,6 +10,9 @@ import numpy as np
 
 from nas_rl.arch import ArchSpec
 
+#: ArchSpec fields that a search space fixes for all of its architectures.
+NETWORK_FIELDS = ("stem_channels", "stem_stride", "head_channels", "num_classes", "in_channels")
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -93,9 +96,13 @@ class SearchSpace(ABC):
     def encode(self, arch: ArchSpec) -> tuple[int, ...]:
         """The token sequence of ``arch``; ``ValueError`` if the space cannot express it."""
 
-    @abstractmethod
+    def network_settings(self) -> dict[str, int]:
+        """The ArchSpec fields besides the stages, which every architecture of the space shares."""
+        return {name: int(getattr(self, name)) for name in NETWORK_FIELDS}
+
     def parse(self, text: str) -> ArchSpec:
         """The architecture of this space written as ``text`` (a block string)."""
+        return ArchSpec.from_string(text, **self.network_settings())
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:

@@ -114,15 +114,6 @@ class MnasNetSpace(SearchSpace):
     def resolution(self) -> int:
         return self._resolution
 
-    def _settings(self) -> dict[str, int]:
-        return {
-            "stem_channels": self.stem_channels,
-            "stem_stride": self.stem_stride,
-            "head_channels": self.head_channels,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-        }
-
     def block_width(self, block: int, multiplier: float) -> int:
         return make_divisible(self.base_widths[block] * multiplier)
 
@@ -145,10 +136,10 @@ class MnasNetSpace(SearchSpace):
                     skip=skip_t == 0,
                 )
             )
-        return ArchSpec(stages=tuple(stages), **self._settings())
+        return ArchSpec(stages=tuple(stages), **self.network_settings())
 
     def encode(self, arch: ArchSpec) -> tuple[int, ...]:
-        settings = self._settings()
+        settings = self.network_settings()
         for name, expected in settings.items():
             if getattr(arch, name) != expected:
                 raise ValueError(f"architecture has {name}={getattr(arch, name)}, this space has {expected}")
@@ -198,14 +189,11 @@ class MnasNetSpace(SearchSpace):
             stages.append(tuple(sorted(choices, key=BlockSpec.to_string)))
         return stages
 
-    def parse(self, text: str) -> ArchSpec:
-        return ArchSpec.from_string(text, **self._settings())
-
     def fingerprint(self) -> dict[str, Any]:
         return {
             "space": "mnasnet",
             "resolution": self.resolution,
-            **self._settings(),
+            **self.network_settings(),
             "base_widths": list(self.base_widths),
             "base_repeats": list(self.base_repeats),
             "strides": list(self.strides),

@@ -63,26 +63,17 @@ class TabularSpace(SearchSpace):
     def resolution(self) -> int:
         return self._resolution
 
-    def _settings(self) -> dict[str, int]:
-        return {
-            "stem_channels": self.stem_channels,
-            "stem_stride": self.stem_stride,
-            "head_channels": self.head_channels,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-        }
-
     def decode(self, tokens: Sequence[int]) -> ArchSpec:
         key = tuple(tokens)
         arch = self._decoded.get(key)
         if arch is None:
             key = self.check_tokens(tokens)
             stages = tuple(choices[t] for choices, t in zip(self.stages, key))
-            arch = self._decoded.setdefault(key, ArchSpec(stages=stages, **self._settings()))
+            arch = self._decoded.setdefault(key, ArchSpec(stages=stages, **self.network_settings()))
         return arch
 
     def encode(self, arch: ArchSpec) -> tuple[int, ...]:
-        for name, expected in self._settings().items():
+        for name, expected in self.network_settings().items():
             if getattr(arch, name) != expected:
                 raise ValueError(f"architecture has {name}={getattr(arch, name)}, this space has {expected}")
         if len(arch.stages) != len(self.stages):
@@ -94,9 +85,6 @@ class TabularSpace(SearchSpace):
                 raise ValueError(f"stage {position + 1} ({stage.to_string()}) is not one of this space's choices: {choices}")
             tokens.append(index[stage])
         return tuple(tokens)
-
-    def parse(self, text: str) -> ArchSpec:
-        return ArchSpec.from_string(text, **self._settings())
 
     def index(self, tokens: Sequence[int]) -> int:
         """Position of ``tokens`` in :meth:`all_tokens` (row-major over the decisions, last decision fastest)."""
@@ -116,7 +104,7 @@ class TabularSpace(SearchSpace):
         return {
             "space": "tabular",
             "resolution": self.resolution,
-            **self._settings(),
+            **self.network_settings(),
             "stages": [[b.to_string() for b in choices] for choices in self.stages],
         }
 
