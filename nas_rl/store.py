@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -110,16 +111,34 @@ class EvaluationStore:
         if self._conn is None or self._pid != os.getpid():
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as error:
-                raise ValueError(f"evaluation store {self.path} is not a readable SQLite database: {error}") from None
+            conn = self._open()
             conn.row_factory = sqlite3.Row
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _open(self, timeout: float = 60.0) -> sqlite3.Connection:
+        """Connect, switch to WAL and create the tables, retrying while another process holds the lock.
+
+        Processes that open a fresh store at the same moment (vector env workers) can get "database is locked"
+        at once from the journal-mode switch, which SQLite's busy timeout does not cover.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as error:
+                conn.close()
+                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                    raise ValueError(f"evaluation store {self.path} could not be opened: {error}") from None
+                time.sleep(0.05 + random.random() * 0.1)
+            except sqlite3.DatabaseError as error:
+                conn.close()
+                raise ValueError(f"evaluation store {self.path} is not a readable SQLite database: {error}") from None
 
     def close(self) -> None:
         """Close this process's connection (reopened on next use); an in-memory store stays open: closing would lose it."""

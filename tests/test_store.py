@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,20 @@ def test_corrupt_store_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ValueError, match="broken.sqlite"):
         EvaluationStore(path).lookup("x", "y")
+
+
+def _register_in_fresh_store(path: str, barrier: Any, index: int) -> str:
+    barrier.wait()  # every process opens the fresh store at the same moment, as vector env workers do
+    return EvaluationStore(path).register_fingerprint({"worker": index})
+
+
+def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = 6
+    with context.Manager() as manager, context.Pool(workers) as pool:
+        barrier = manager.Barrier(workers)
+        for attempt in range(8):  # the race is timing-dependent: several fresh stores make it show
+            path = str(tmp_path / f"fresh{attempt}.sqlite")
+            keys = pool.starmap(_register_in_fresh_store, [(path, barrier, i) for i in range(workers)])
+            rows = EvaluationStore(path).conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0]
+            assert len(set(keys)) == rows == workers
