@@ -158,6 +158,14 @@ def test_report_compares_every_model_on_held_out_architectures(interrupted_then_
     assert "Kendall" in (tmp_path / "report.md").read_text()
     predictions = (tmp_path / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 4 and "lut_ms" in predictions[0] and "measured_ms" in predictions[0]
+    # a killed report leaves predictions.partial.jsonl; either file lets a new report reuse the measurements
+    (tmp_path / "predictions.csv").rename(tmp_path / "predictions.partial.csv")
+    rows = [dict(zip(predictions[0].split(","), line.split(","))) for line in predictions[1:]]
+    (tmp_path / "predictions.partial.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("latency_report", overrides=overrides + [f"report.reuse={tmp_path}", "report.repeats=0"])
+    again = run_report(cfg, tmp_path / "again")
+    assert [s["rmse_ms"] for s in again] == pytest.approx([s["rmse_ms"] for s in scores])
 
 
 def test_profile_entry_point_writes_a_table_and_refuses_another_devices(tmp_path: Path) -> None:

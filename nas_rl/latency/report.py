@@ -183,8 +183,12 @@ def _earlier_measurements(folder: Any, reference: LatencyModel) -> dict[str, dic
     folder = Path(str(folder))
     try:
         context = json.loads((folder / "context.json").read_text())
-        with open(folder / "predictions.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        partial = folder / "predictions.partial.jsonl"  # what a killed report had measured
+        if partial.exists() and not (folder / "predictions.csv").exists():
+            rows = [json.loads(line) for line in partial.read_text().splitlines() if line.endswith("}")]
+        else:
+            with open(folder / "predictions.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
     except (OSError, ValueError) as error:
         raise ConfigError(f"report.reuse={str(folder)!r} is not accepted ({error}); accepted: a folder written by "
                           "nas-rl-latency-report") from None  # fmt: skip
