@@ -1,9 +1,9 @@
 """Latency models against LiteRT measurements: profile a device's table, then report on held-out architectures.
 
 Runs ``nas-rl-profile`` (resumable: a finished table is reused) and ``nas-rl-latency-report`` with the same
-overrides, and prints how long each took and the report's table. The numbers in the README come from
+overrides, and prints how long each took and the report's table: the README's two commands in one, e.g.
 
-    python bench/latency_models.py resolution=224 profile.networks=60 report.samples=100
+    python bench/latency_models.py resolution=224 report.samples=100
 
 (``profile.*`` overrides go to the profiler, ``report.*``, ``models.*`` and ``reference.*`` to the report, the
 rest to both). Latency numbers are only as quiet as the machine: run it with nothing else busy.

@@ -43,9 +43,7 @@ def env_seconds_per_arch(table: str, target_ms: float, budget: int, store: str |
     kwargs: dict[str, Any] = {"reward": {"target_ms": target_ms}}
     if store is not None:
         kwargs.update(store=store, evaluator={"history": True})
-    if "nas_rl_bench/Tabular-v0" not in gym.registry:
-        gym.register(id="nas_rl_bench/Tabular-v0", entry_point="nas_rl.tabular.env:make_tabular_env")
-    env = TimedEnv(gym.make("nas_rl_bench/Tabular-v0", table=table, **kwargs))
+    env = TimedEnv(gym.make("nas_rl/Tabular-v0", table=table, **kwargs))
     space = env.get_wrapper_attr("search_space")
     rng = np.random.default_rng(0)
     env.reset(seed=0)

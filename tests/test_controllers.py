@@ -33,3 +33,20 @@ def test_controller_spends_its_budget_on_a_real_env(name: str) -> None:
     assert len(seen) == 2
     assert all(info["status"] == "ok" and 0 < info["reward"] and info["latency_ms"] > 0 for info in seen)
     assert env.unwrapped.evaluator.store.count_episodes("run") == 2
+
+
+def test_rollout_size_is_counted_in_architectures_of_the_searched_space(tmp_path) -> None:
+    """controller.rollout_archs=K: K episodes per PPO update in any space (K x 5 tokens on a 5-decision table)."""
+    from nas_rl.errors import ConfigError
+    from nas_rl.tabular.table import write_synthetic_table
+
+    table = str(write_synthetic_table(tmp_path / "synthetic.npz"))
+    env = gym.make("nas_rl/Tabular-v0", table=table)
+    controller = build_controller("mnasnet")
+    controller.rollout_archs, controller.minibatch_archs = 3, 1
+    seen = []
+    controller.search(env, budget=7, seed=0, on_evaluation=seen.append)
+    tokens = env.unwrapped.search_space.num_decisions
+    assert (controller.model.n_steps, controller.model.batch_size, len(seen)) == (3 * tokens, tokens, 7)
+    with pytest.raises(ConfigError, match="controller.rollout_archs=0"):
+        type(controller)(controller.algorithm, rollout_archs=0)

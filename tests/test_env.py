@@ -12,6 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.envs.nas_env import NasEnv
+from nas_rl.envs.registry import spec_names
 from nas_rl.errors import ConfigError
 from nas_rl.evaluator import Evaluator
 from nas_rl.reward import MnasReward
@@ -102,3 +103,12 @@ def test_mnasnet_v0_spec_is_the_default_search_env() -> None:
     spec = load_spec("MnasNet-v0")
     for key in ("search_space", "dataset", "accuracy", "latency", "reward", "env"):
         assert OmegaConf.to_container(spec[key]) == OmegaConf.to_container(cfg[key]), key
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_every_registered_id_passes_the_checkers(name: str) -> None:
+    """Each envs/<name>.yaml, as gym.make builds it with no arguments (a new spec is covered when it is added)."""
+    env_id = f"nas_rl/{name}"
+    assert env_id in gym.registry
+    gym_check_env(gym.make(env_id).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id).unwrapped, warn=True)

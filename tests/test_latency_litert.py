@@ -256,3 +256,24 @@ def test_frozen_graph_conversion_gives_the_same_ops_as_the_saved_model_route() -
     assert quietest.runs >= 3 and 0 < quietest.min_ms <= quietest.median_ms
     with pytest.raises(ConfigError, match="rounds=0"):
         benchmark_tflite(frozen, rounds=0)
+
+
+@pytest.mark.slow
+def test_int8_from_the_config_calibrates_on_the_runs_dataset(tiny_overrides: list[str]) -> None:
+    """latency.precision=int8 converts with the run's training images, resized to the deployment resolution."""
+    from hydra import compose, initialize_config_module
+
+    from nas_rl.accuracy.datasets import DeferredDataset, calibration_images, load_digits
+    from nas_rl.config import build
+
+    overrides = [*tiny_overrides, "latency.precision=int8", "latency.resolution=24", "latency.calibration_samples=8"]
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    latency = build(cfg.latency, "latency")
+    expected = calibration_images(load_digits(resolution=16), 24, 8, 0)
+    assert latency.representative_data.shape == (8, 24, 24, 1)
+    np.testing.assert_allclose(latency.representative_data, expected)
+    no_data = LiteRTLatency(precision="int8", resolution=24, calibration_dataset=DeferredDataset(None))
+    assert no_data.representative_data is None and no_data.fingerprint()["calibration"] == "synthetic"
+    space = build(cfg.search_space, "search_space")
+    assert latency.measure(space.decode(space.sample(np.random.default_rng(0)))).runs >= 10

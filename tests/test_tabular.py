@@ -22,7 +22,8 @@ from nas_rl.reward import MnasReward
 from nas_rl.spaces.tabular import TabularSpace
 from nas_rl.store import EvaluationStore
 from nas_rl.tabular import build as tabular_build
-from nas_rl.tabular.env import latency_midrange, make_tabular_env
+from nas_rl.envs.registry import make_env
+from nas_rl.tabular.env import latency_midrange
 from nas_rl.tabular.evaluator import TabularEvaluator
 from nas_rl.tabular.table import ARRAYS, load_table, write_synthetic_table, write_table
 
@@ -157,19 +158,19 @@ def test_fast_path_reports_what_the_plain_evaluator_reports(table_path: Path, tm
 
 
 def test_tabular_env_passes_the_checkers_pickles_and_spends_no_store(table_path: Path) -> None:
-    gym_check_env(make_tabular_env(table_path), skip_render_check=True)
-    sb3_check_env(make_tabular_env(table_path), warn=True)
-    env = make_tabular_env(table_path, reward={"target_ms": 0.04})
+    gym_check_env(make_env("Tabular-v0", table=str(table_path)), skip_render_check=True)
+    sb3_check_env(make_env("Tabular-v0", table=str(table_path)), warn=True)
+    env = make_env("Tabular-v0", table=str(table_path), reward={"target_ms": 0.04})
     assert env.evaluator.reward.target_ms == 0.04 and env.search_space.size == 6
     clone = pickle.loads(pickle.dumps(env))
     clone.reset(seed=0)
     clone.step(5)  # invalid at position 0 (3 choices): wraps to 2
     _, reward, terminated, _, info = clone.step(1)
     assert terminated and info["tokens"] == (2, 1) and reward == info["reward"] > 0 and not info["cached"]
-    default = make_tabular_env(table_path)
+    default = make_env("Tabular-v0", table=str(table_path))
     assert default.evaluator.reward.target_ms == pytest.approx(latency_midrange(load_table(table_path)))
     with pytest.raises(ValueError, match="unknown spec field"):
-        make_tabular_env(table_path, rewards={"target_ms": 1.0})
+        make_env("Tabular-v0", table=str(table_path), rewards={"target_ms": 1.0})
 
 
 def test_hydra_options_look_up_the_table_and_name_a_missing_one(table_path: Path) -> None:

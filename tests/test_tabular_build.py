@@ -17,7 +17,7 @@ from nas_rl.accuracy.tabular import TabularAccuracy
 from nas_rl.latency.tabular import TabularLatency
 from nas_rl.tabular import build as tabular_build
 from nas_rl.tabular import load_table
-from nas_rl.tabular.env import make_tabular_env
+from nas_rl.envs.registry import make_env
 from tests.test_tabular import tiny_recipe_file
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -79,8 +79,8 @@ def test_packed_table_holds_every_architecture_with_its_recipe_and_device(built:
 
 def test_env_on_the_real_table_passes_the_checkers(built: tuple[Path, Path]) -> None:
     _, path = built
-    gym_check_env(make_tabular_env(path), skip_render_check=True)
-    sb3_check_env(make_tabular_env(path), warn=True)
+    gym_check_env(make_env("Tabular-v0", table=str(path)), skip_render_check=True)
+    sb3_check_env(make_env("Tabular-v0", table=str(path)), warn=True)
 
 
 def test_controller_benchmark_runs_every_controller_tiny(built: tuple[Path, Path], tmp_path: Path) -> None:

@@ -57,6 +57,33 @@ class SplitDataset:
         return {"dataset": self.name, **self.settings}
 
 
+class DeferredDataset:
+    """A dataset config loaded only when asked for (``_recursive_: false`` in YAML keeps Hydra from loading it).
+
+    ``latency=litert`` gets the run's dataset this way: only an int8 conversion needs its images.
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    def load(self) -> SplitDataset | None:
+        if self.config is None:
+            return None
+        from nas_rl.config import build
+
+        return build(self.config, "dataset")
+
+
+def calibration_images(dataset: SplitDataset, resolution: int | None, count: int, seed: int) -> np.ndarray:
+    """``count`` seeded training images, NHWC float32, resized (bilinear) to ``resolution``: int8 calibration data."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(dataset.x_train), size=min(count, len(dataset.x_train)), replace=False))
+    images = torch.from_numpy(dataset.x_train[pick])
+    if resolution is not None and tuple(images.shape[2:]) != (resolution, resolution):
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return images.permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded split that keeps every class's share in both parts."""
     if not 0.0 < val_fraction < 1.0:

@@ -44,16 +44,32 @@ class SB3Controller(Controller):
         processes (all share the store). The last step may finish up to ``n_envs - 1`` architectures past the
         budget: they are kept in the store, not reported.
     :param vec_env: ``dummy`` (one process) or ``subproc``.
+    :param rollout_archs: architectures per env per rollout of an on-policy algorithm: sets its ``n_steps`` to
+        this many episodes of the env's space (42 tokens in the MnasNet space, 5 in the tabular one), so one
+        config means the same in every space. None: the algorithm's own ``n_steps``.
+    :param minibatch_archs: architectures per minibatch (sets ``batch_size``); None: the algorithm's own.
     """
 
-    def __init__(self, algorithm: Callable[..., BaseAlgorithm], n_envs: int = 1, vec_env: str = "dummy") -> None:
+    def __init__(
+        self,
+        algorithm: Callable[..., BaseAlgorithm],
+        n_envs: int = 1,
+        vec_env: str = "dummy",
+        rollout_archs: int | None = None,
+        minibatch_archs: int | None = None,
+    ) -> None:
         if n_envs < 1:
             raise ConfigError(f"controller.n_envs={n_envs} is not accepted: use an integer >= 1")
         if vec_env not in VEC_ENVS:
             raise ConfigError(f"controller.vec_env={vec_env!r} is not accepted: use one of {VEC_ENVS}")
+        for key, value in (("rollout_archs", rollout_archs), ("minibatch_archs", minibatch_archs)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"controller.{key}={value!r} is not accepted: use an integer >= 1 or null")
         self.algorithm = algorithm
         self.n_envs = n_envs
         self.vec_env = vec_env
+        self.rollout_archs = rollout_archs
+        self.minibatch_archs = minibatch_archs
         self.model: BaseAlgorithm | None = None
         self._checkpoint: Path | None = None
 
@@ -68,11 +84,16 @@ class SB3Controller(Controller):
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
     ) -> None:
         vec_env = self._vectorize(env)
+        episode_length = env.get_wrapper_attr("search_space").num_decisions
+        sizes = {}
+        if self.rollout_archs is not None:
+            sizes["n_steps"] = self.rollout_archs * episode_length
+        if self.minibatch_archs is not None:
+            sizes["batch_size"] = self.minibatch_archs * episode_length
         try:
             self.model = self._restore(vec_env) or self.algorithm(
-                env=vec_env, seed=seed, verbose=0, tensorboard_log=str(log_dir) if log_dir else None
+                env=vec_env, seed=seed, verbose=0, tensorboard_log=str(log_dir) if log_dir else None, **sizes
             )
-            episode_length = env.get_wrapper_attr("search_space").num_decisions
             rollout = getattr(self.model, "n_steps", 1) * vec_env.num_envs
             # Enough timesteps for the budget plus one partial rollout; the callback stops at the budget.
             timesteps = (math.ceil(budget * episode_length / rollout) + 1) * rollout

@@ -189,9 +189,13 @@ class LiteRTLatency(LatencyModel):
     :param warmup_min_seconds: warm-up seconds at least.
     :param min_runs: timed runs at least.
     :param min_seconds: timed seconds (inside ``invoke()``) at least.
-    :param representative_data: NHWC float calibration samples for ``int8``; ``None`` draws
-        ``SYNTHETIC_CALIBRATION_SAMPLES`` seeded normal samples of the model's input shape. Latency depends on
-        the quantized graph, not on the calibration values, so synthetic data is enough to measure it.
+    :param representative_data: NHWC float calibration samples for ``int8``; ``None``: ``calibration_samples``
+        training images of ``calibration_dataset``, or without one ``SYNTHETIC_CALIBRATION_SAMPLES`` seeded
+        normal samples of the model's input shape (latency depends on the quantized graph, not on the
+        calibration values, so synthetic data is enough to measure it; an export wants real images).
+    :param calibration_dataset: a :class:`~nas_rl.accuracy.datasets.DeferredDataset` (or a loaded dataset),
+        loaded only for ``int8``; its images are resized to ``resolution``.
+    :param calibration_samples: how many of its training images calibrate the int8 conversion.
     :param seed: seed of the benchmark's random input and of synthetic calibration data.
     :param conversion: one of :data:`CONVERSIONS`; both give the same ops, so it is not part of the fingerprint.
     :param drop_preempted: leave out timed runs during which this thread was descheduled (see
@@ -216,8 +220,18 @@ class LiteRTLatency(LatencyModel):
         conversion: str = "saved_model",
         drop_preempted: bool = False,
         rounds: int = 1,
+        calibration_dataset: Any = None,
+        calibration_samples: int = 64,
     ) -> None:
         self.device = _resolve_device(device, threads, precision)
+        if not _is_int(calibration_samples) or calibration_samples < 1:
+            raise ConfigError(f"calibration_samples={calibration_samples!r} is not accepted; accepted: an integer >= 1")
+        if representative_data is None and self.device.precision == "int8" and calibration_dataset is not None:
+            dataset = calibration_dataset.load() if hasattr(calibration_dataset, "load") else calibration_dataset
+            if dataset is not None:
+                from nas_rl.accuracy.datasets import calibration_images
+
+                representative_data = calibration_images(dataset, resolution, int(calibration_samples), int(seed))
         if not _is_int(rounds) or rounds < 1:
             raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
         self.rounds = int(rounds)

@@ -57,7 +57,7 @@ def profile_device(
     resolution: int,
     path: str | Path | None = None,
     directory: str | Path = "luts",
-    networks: int = 10,
+    networks: int = 30,
     network_seed: int = 0,
     layer_timing: dict[str, Any] | None = None,
     network_timing: dict[str, Any] | None = None,
