@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from nas_rl.accuracy.tabular import TabularAccuracy
 from nas_rl.config import build
+from nas_rl.envs.registry import make_env
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.evaluator import Evaluator
 from nas_rl.latency.tabular import TabularLatency
@@ -22,7 +23,6 @@ from nas_rl.reward import MnasReward
 from nas_rl.spaces.tabular import TabularSpace
 from nas_rl.store import EvaluationStore
 from nas_rl.tabular import build as tabular_build
-from nas_rl.envs.registry import make_env
 from nas_rl.tabular.env import latency_midrange
 from nas_rl.tabular.evaluator import TabularEvaluator
 from nas_rl.tabular.table import ARRAYS, load_table, write_synthetic_table, write_table
@@ -249,3 +249,12 @@ def tiny_recipe_file(folder: Path) -> Path:
     path = folder / "tiny.yaml"
     path.write_text(TINY_RECIPE)
     return path
+
+
+def test_tabular_experiment_searches_the_shipped_table_at_its_midrange() -> None:
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=tabular"])
+    table = load_table("tabular-digits-v0")
+    assert cfg.reward.target_ms == pytest.approx(latency_midrange(table), abs=5e-5)
+    space = build(cfg.search_space, "search_space")
+    assert space.size == 1024 and build(cfg.latency, "latency").measure(space.decode((0,) * 5)).median_ms > 0
