@@ -7,7 +7,6 @@ from typing import Any
 
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import EvaluationFailed
 from nas_rl.tabular.table import Table, check_space, load_table
 
 
@@ -15,7 +14,7 @@ class TabularAccuracy(AccuracyEstimator):
     """The table's accuracy of an architecture (by its block string and network settings), without training.
 
     An architecture whose evaluation failed when the table was built fails again here
-    (:class:`EvaluationFailed` with the recorded reason), so the env pays it 0 as it would have.
+    (:class:`~nas_rl.errors.EvaluationFailed` with the recorded reason), so the env pays it 0 as it would have.
 
     :param table: a shipped table's name (``nas_rl/tabular/data/<name>.npz``) or the path of a packed table.
     :param space: the search space the run uses; when given it must be the table's (checked at construction).
@@ -27,9 +26,7 @@ class TabularAccuracy(AccuracyEstimator):
         check_space(self.table, space, "accuracy.table")
 
     def accuracy(self, arch: ArchSpec) -> float:
-        index = self.table.row(arch)
-        if not self.table.ok(index):
-            raise EvaluationFailed(f"failed when table {self.table.name} was built: {self.table.error(index)}")
+        index = self.table.evaluated_row(arch)
         return self.table.accuracy(index)
 
     def fingerprint(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import EvaluationFailed
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.tabular.table import Table, check_space, load_table
 
@@ -24,9 +23,7 @@ class TabularLatency(LatencyModel):
         check_space(self.table, space, "latency.table")
 
     def measure(self, arch: ArchSpec) -> LatencyStats:
-        index = self.table.row(arch)
-        if not self.table.ok(index):
-            raise EvaluationFailed(f"failed when table {self.table.name} was built: {self.table.error(index)}")
+        index = self.table.evaluated_row(arch)
         return self.table.latency(index)
 
     def fingerprint(self) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class TabularEvaluator(Evaluator):
             evaluation.reward = self.reward(evaluation.accuracy, evaluation.latency_ms)
         else:
             evaluation.status = "failed"
-            evaluation.error = f"failed when table {self.table.name} was built: {self.table.error(index)}"
+            evaluation.error = self.table.failure(index)
         if self.history:
             evaluation = self.store.add(evaluation)
         return [evaluation, self.reward_of(evaluation), False]

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import ConfigError
+from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyStats
 from nas_rl.spaces.tabular import TabularSpace
 
@@ -107,6 +107,17 @@ class Table:
 
     def error(self, index: int) -> str:
         return str(self.columns["error"][index])
+
+    def failure(self, index: int) -> str:
+        """Why row ``index`` has no values: the reason recorded when the table was built."""
+        return f"failed when table {self.name} was built: {self.error(index)}"
+
+    def evaluated_row(self, arch: ArchSpec) -> int:
+        """Row of ``arch``; EvaluationFailed with the recorded reason when its evaluation failed at build time."""
+        index = self.row(arch)
+        if not self.ok(index):
+            raise EvaluationFailed(self.failure(index))
+        return index
 
     def accuracy(self, index: int) -> float:
         return float(self.columns["accuracy"][index])
