@@ -21,7 +21,8 @@ from nas_rl.latency.layers import network_entries, space_entries
 from nas_rl.latency.lut import LookupTableLatency
 from nas_rl.latency.predictor import LatencyPredictor
 from nas_rl.latency.profile import draw_architectures
-from nas_rl.latency.report import held_out_architectures, markdown, score, summarise
+from nas_rl.latency.base import LatencyStats
+from nas_rl.latency.report import compare, held_out_architectures, markdown, repeatability, score, summarise
 from nas_rl.latency.table import LatencyTable, table_target
 from nas_rl.spaces.mnasnet import MnasNetSpace
 
@@ -181,6 +182,20 @@ def test_an_entry_measured_again_keeps_its_lowest_median(table_file: Path) -> No
     assert reread.stats(key).median_ms == first / 2 and reread.measurements[key] == 4
 
 
+def test_a_network_measured_again_keeps_its_lowest_median_and_must_be_the_same_architecture(table_file: Path) -> None:
+    table = LatencyTable.read(table_file)
+    sample = table.networks[0]
+    table.append({**sample, "median_ms": sample["median_ms"] * 2})  # a slowed second pass: ignored
+    table.append({**sample, "median_ms": sample["median_ms"] / 2})
+    reread = LatencyTable.read(table_file)
+    assert reread.networks[0]["median_ms"] == sample["median_ms"] / 2 and reread.network_measurements[0] == 3
+    assert reread.network_measurements[1] == 1 and len(reread.network_samples()) == 30
+    with open(table_file, "a") as handle:
+        handle.write(json.dumps({**sample, "arch": table.networks[1]["arch"]}) + "\n")
+    with pytest.raises(ConfigError, match="is corrupt: ValueError: network 0 is"):
+        LatencyTable.read(table_file)
+
+
 # --- refusals: another device, threads, precision, input shape or space; bad files -----------------------------
 
 
@@ -302,6 +317,43 @@ def test_score_metrics() -> None:
     rows = [{"measured_ms": m, "a_ms": p, "a_us": 3.0} for m, p in zip(measured, predicted)]
     table = markdown(summarise(["a"], rows))
     assert "| a | 4 | 75% | 75% |" in table and "| 1.000 |" in table
+
+
+class ScriptedReference:
+    """Test double of LiteRTLatency's convert/benchmark: each timing of a flatbuffer returns the next of its
+    scripted medians, and every call is recorded."""
+
+    def __init__(self, medians: dict[str, list[float]]) -> None:
+        self.medians, self.converted, self.timed = medians, [], []
+
+    def convert(self, arch: ArchSpec) -> bytes:
+        self.converted.append(arch.to_string())
+        return arch.to_string().encode()
+
+    def benchmark(self, model_bytes: bytes) -> LatencyStats:
+        arch = model_bytes.decode()
+        self.timed.append(arch)
+        return LatencyStats(self.medians[arch][self.timed.count(arch) - 1], 0.0, 0.1, 0.0, 0.0, 50)
+
+
+def test_report_times_every_architecture_once_per_pass_and_keeps_the_lowest_median(table_file: Path) -> None:
+    archs = draw_architectures(small_space(), 7, 3)
+    names = [a.to_string() for a in archs]
+    reference = ScriptedReference({names[0]: [2.0, 1.0], names[1]: [3.0, 3.3], names[2]: [4.0, 4.0]})
+    written = []
+    rows = compare({"lut": lut(table_file)}, reference, archs, passes=2, progress=False, on_row=written.append)
+    assert reference.converted == names and reference.timed == names + names  # pass 1 over all, then pass 2
+    assert [(r["pass1_ms"], r["pass2_ms"], r["measured_ms"]) for r in rows] == [(2, 1, 1), (3, 3.3, 3), (4, 4, 4)]
+    assert all(r["lut_ms"] > 0 for r in rows) and len(written) == 6
+    assert [round(a["spread"], 3) for a in repeatability(rows)] == [1.0, 0.1, 0.0]
+    # a killed report's rows: the passes it holds are reused, the missing ones measured (converting again)
+    again = ScriptedReference({names[0]: [0.5], names[1]: [9.0, 9.0], names[2]: []})
+    earlier = {names[0]: written[0], names[2]: rows[2]}  # arch 0 had only pass 1, arch 2 both
+    rows = compare({}, again, archs, passes=2, progress=False, measured=earlier)
+    assert again.converted == [names[1], names[0]] and again.timed == [names[1], names[0], names[1]]
+    assert [r["measured_ms"] for r in rows] == [0.5, 9.0, 4.0]
+    with pytest.raises(ConfigError, match="report.passes=0 is not accepted"):
+        compare({}, again, archs, passes=0)
 
 
 def test_held_out_architectures_avoid_the_tables_samples_and_seed(table_file: Path) -> None:

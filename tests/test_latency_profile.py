@@ -7,6 +7,7 @@ on the measured table, measuring a miss into the table, int8 tables, the report 
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -95,11 +96,15 @@ def test_profile_measures_every_entry_and_the_network_samples(interrupted_then_r
 
 def test_resumed_profile_keeps_what_was_measured_and_measures_only_the_rest(interrupted_then_resumed: dict) -> None:
     run = interrupted_then_resumed
-    assert run["result"].entries_measured == 6 - 3 + 6 and run["result"].networks_measured == 3  # + the 2nd pass
+    assert run["result"].entries_measured == 6 - 3 + 6 and run["result"].networks_measured == 3 + 3  # + 2nd pass
     text = run["path"].read_text()
     assert text.startswith(run["before"]) and "half-wri" not in text  # the partial row was cut, nothing redone
     assert [json.loads(line)["key"] for line in run["before"].splitlines()[1:]] == run["first_keys"]
-    assert set(LatencyTable.read(run["path"]).measurements.values()) == {2}
+    table = LatencyTable.read(run["path"])
+    assert set(table.measurements.values()) == {2} and table.network_measurements == {0: 2, 1: 2, 2: 2}
+    rows = [json.loads(line) for line in text.splitlines()[1:]]
+    for index, sample in table.networks.items():  # the quieter of the two passes is the sample
+        assert sample["median_ms"] == min(r["median_ms"] for r in rows if r["row"] == "network" and r["index"] == index)
     again = profile(run["path"], passes=2)
     assert again.entries_measured == 0 and again.networks_measured == 0
 
@@ -146,7 +151,7 @@ def test_report_compares_every_model_on_held_out_architectures(interrupted_then_
 
     overrides = MICRO_OVERRIDES + [
         f"table={interrupted_then_resumed['path']}", "models.predictor.min_samples=3", "report.samples=3",
-        "report.repeats=2", "report.progress=false", "reference.min_seconds=0.05", "reference.warmup_min_seconds=0.02",
+        "report.passes=2", "report.progress=false", "reference.min_seconds=0.05", "reference.warmup_min_seconds=0.02",
     ]  # fmt: skip
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
         cfg = compose("latency_report", overrides=overrides)
@@ -158,12 +163,17 @@ def test_report_compares_every_model_on_held_out_architectures(interrupted_then_
     assert "Kendall" in (tmp_path / "report.md").read_text()
     predictions = (tmp_path / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 4 and "lut_ms" in predictions[0] and "measured_ms" in predictions[0]
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        measured = [(float(r["measured_ms"]), float(r["pass1_ms"]), float(r["pass2_ms"])) for r in csv.DictReader(handle)]
+    assert all(kept == min(first, second) for kept, first, second in measured)
+    assert len((tmp_path / "repeatability.csv").read_text().splitlines()) == 1 + 3
+    assert "3 architectures measured twice" in (tmp_path / "report.md").read_text()
     # a killed report leaves predictions.partial.jsonl; either file lets a new report reuse the measurements
     (tmp_path / "predictions.csv").rename(tmp_path / "predictions.partial.csv")
     rows = [dict(zip(predictions[0].split(","), line.split(","))) for line in predictions[1:]]
     (tmp_path / "predictions.partial.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
-        cfg = compose("latency_report", overrides=overrides + [f"report.reuse={tmp_path}", "report.repeats=0"])
+        cfg = compose("latency_report", overrides=overrides + [f"report.reuse={tmp_path}"])
     again = run_report(cfg, tmp_path / "again")
     assert [s["rmse_ms"] for s in again] == pytest.approx([s["rmse_ms"] for s in scores])
 

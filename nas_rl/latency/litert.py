@@ -254,6 +254,13 @@ class LiteRTLatency(LatencyModel):
         self.representative_data = _check_representative_data(representative_data, self.resolution, in_channels)
 
     def measure(self, arch: ArchSpec) -> LatencyStats:
+        return self.benchmark(self.convert(arch))
+
+    def convert(self, arch: ArchSpec) -> bytes:
+        """``arch``'s TFLite flatbuffer at the deployment input shape and this object's precision.
+
+        :raises EvaluationFailed: the Keras build or the conversion failed; the message is one line.
+        """
         resolution = self._deployment_resolution(arch)
         _quiet_tensorflow_logs()
         from nas_rl.models.keras_builder import build_keras_model
@@ -266,7 +273,7 @@ class LiteRTLatency(LatencyModel):
                 raise
             except Exception as error:
                 raise EvaluationFailed(f"Keras build failed: {_first_line(error)}") from error
-            return self.measure_keras(keras_model)
+            return self.convert_keras(keras_model)
         finally:
             # Graphs and variables accumulate in Keras' global state; a long search must not grow.
             del keras_model
@@ -275,20 +282,36 @@ class LiteRTLatency(LatencyModel):
     def measure_keras(self, keras_model: Any, representative_data: np.ndarray | None = None) -> LatencyStats:
         """Convert ``keras_model`` at this object's precision and benchmark it with its settings.
 
-        For ``int8`` the calibration data is ``representative_data``, else this object's when its samples have
-        the model's input shape, else synthetic. Does not clear the Keras session: the caller owns the model.
+        Does not clear the Keras session: the caller owns the model.
 
         :raises EvaluationFailed: conversion or benchmark failed; the message is one line.
+        """
+        return self.benchmark(self.convert_keras(keras_model, representative_data))
+
+    def convert_keras(self, keras_model: Any, representative_data: np.ndarray | None = None) -> bytes:
+        """``keras_model``'s TFLite flatbuffer at this object's precision.
+
+        For ``int8`` the calibration data is ``representative_data``, else this object's when its samples have
+        the model's input shape, else synthetic.
+
+        :raises EvaluationFailed: the conversion failed; the message is one line.
         """
         data = None
         if self.device.precision == "int8":
             data = self._calibration_data(keras_model, representative_data)
         try:
-            model_bytes = convert_to_tflite(keras_model, self.device.precision, data, self.conversion)
+            return convert_to_tflite(keras_model, self.device.precision, data, self.conversion)
         except ConfigError:
             raise
         except Exception as error:
             raise EvaluationFailed(f"TFLite conversion failed: {_first_line(error)}") from error
+
+    def benchmark(self, model_bytes: bytes) -> LatencyStats:
+        """Time a flatbuffer (from :meth:`convert`) with this object's settings; a flatbuffer can be timed again
+        later without converting it again.
+
+        :raises EvaluationFailed: the interpreter could not load or run it; the message is one line.
+        """
         try:
             return benchmark_tflite(
                 model_bytes,

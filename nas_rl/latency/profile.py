@@ -76,9 +76,11 @@ def profile_device(
     :param layer_timing: benchmark settings of an entry (default :data:`LAYER_TIMING`).
     :param network_timing: benchmark settings of a whole network (default :data:`NETWORK_TIMING`).
     :param conversion: how models reach the converter (see :data:`nas_rl.latency.litert.CONVERSIONS`).
-    :param passes: measure the entries of at least ``refine_min_ms`` this many times in all, in separate passes
-        (minutes apart); the table keeps the lowest median. Large layers are the ones a busy neighbour slows
-        most (they live in the shared cache), and they make most of a network's latency.
+    :param passes: measure the entries of at least ``refine_min_ms``, and every whole network, this many times
+        in all, in separate passes (minutes apart); the table keeps the lowest median. Large layers are the ones
+        a busy neighbour slows most (they live in the shared cache), and they make most of a network's latency;
+        the whole networks are what the overhead and the predictors are fitted to, so a slow moment during one
+        of them would bias every prediction.
     :param refine_min_ms: the latency from which an entry is measured ``passes`` times.
     :raises ConfigError: an existing file at ``path`` was built for other settings (named in the message).
     """
@@ -110,10 +112,14 @@ def profile_device(
     drawn = draw_architectures(space, network_seed, networks)
     network_model = LiteRTLatency(device=device, resolution=resolution, in_channels=target.input_shape[3],
                                   conversion=conversion, **network_timing)  # fmt: skip
-    missing = [index for index in range(networks) if index not in table.networks]
-    for index in tqdm(missing, desc="networks", unit="net", disable=not progress, dynamic_ncols=True):
-        table.append(measure_network(index, drawn[index], network_model))
-    return ProfileResult(table, len(entries), measured, len(missing), time.perf_counter() - start)
+    networks_measured = 0
+    for number in range(1, passes + 1):
+        again = [index for index in range(networks) if table.network_measurements.get(index, 0) < number]
+        label = "networks" if number == 1 else f"networks, pass {number}"
+        for index in tqdm(again, desc=label, unit="net", disable=not progress, dynamic_ncols=True):
+            table.append(measure_network(index, drawn[index], network_model))
+        networks_measured += len(again)
+    return ProfileResult(table, len(entries), measured, networks_measured, time.perf_counter() - start)
 
 
 def _costs(table: LatencyTable, entry: Entry, refine_min_ms: float) -> bool:

@@ -16,9 +16,10 @@ loses at most the row it was writing and resumes where it stopped. Rows, by thei
     one whole architecture drawn from the space (``index``-th draw of ``network_seed``): ``arch`` and its
     measured statistics. They fit the per-network overhead and train learned predictors.
 
-A key may have several rows (a refining pass measures the costliest entries again; two processes may measure
-the same miss): the row with the lowest median wins, because on a shared machine a neighbour's work only ever
-slows a measurement. An entry that could not be measured stays so unless a later row has statistics.
+A key (or network index) may have several rows (a refining pass measures the costliest entries and the
+networks again; two processes may measure the same miss): the row with the lowest median wins, because on a
+shared machine a neighbour's work only ever slows a measurement. An entry that could not be measured stays so
+unless a later row has statistics.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class LatencyTable:
         self.entries: dict[str, dict[str, Any]] = {}
         self.networks: dict[int, dict[str, Any]] = {}
         self.measurements: dict[str, int] = {}  # rows per entry key
+        self.network_measurements: dict[int, int] = {}  # rows per network index
 
     @property
     def table_id(self) -> str:
@@ -205,18 +207,15 @@ class LatencyTable:
         try:
             if kind == "entry":
                 key = str(row["key"])
-                known = self.entries.get(key)
-                if "error" not in row:
-                    median = _stats(row).median_ms
-                    if known is None or "error" in known or median < known["median_ms"]:
-                        self.entries[key] = row
-                elif known is None:
-                    self.entries[key] = row
+                _keep_quietest(self.entries, key, row)
                 self.measurements[key] = self.measurements.get(key, 0) + 1
             elif kind == "network":
-                if "error" not in row:
-                    _stats(row)
-                self.networks.setdefault(int(row["index"]), row)
+                index = int(row["index"])
+                known = self.networks.get(index)
+                if known is not None and known["arch"] != row["arch"]:
+                    raise ValueError(f"network {index} is {known['arch']} in an earlier row and {row['arch']} here")
+                _keep_quietest(self.networks, index, row)
+                self.network_measurements[index] = self.network_measurements.get(index, 0) + 1
             else:
                 raise ConfigError(f"{where} has an unknown row type {kind!r}; accepted: entry, network")
         except (KeyError, TypeError, ValueError) as error:
@@ -256,6 +255,17 @@ def _parse(path: Path, number: int, line: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise ConfigError(f"latency table {path} is corrupt: line {number} is not a JSON object")
     return row
+
+
+def _keep_quietest(rows: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> None:
+    """Keep ``row`` under ``key`` if it is the first, or measured where the kept one failed, or has a lower median."""
+    known = rows.get(key)
+    if "error" not in row:
+        median = _stats(row).median_ms
+        if known is None or "error" in known or median < known["median_ms"]:
+            rows[key] = row
+    elif known is None:
+        rows[key] = row
 
 
 def _stats(row: dict[str, Any]) -> LatencyStats:
