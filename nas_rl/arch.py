@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 #: Block types: regular conv-bn-relu, depthwise-separable conv, inverted residual (MBConv).
 BLOCK_TYPES = ("cn", "ds", "ir")
 STAGE_SEPARATOR = ":"
 
 _FIELD = re.compile(r"^(r|k|s|e|c|se)(\d+(?:\.\d+)?)$")
+
+
+def format_ratio(value: float) -> str:
+    """The shortest decimal that reads back as exactly ``value``, written without an exponent (``1e-05`` is
+    ``0.00001``) and without a trailing ``.0`` (``1.0`` is ``1``), so the ``se`` token round-trips for any ratio."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class BlockSpec:
             parts.append(f"e{self.expansion}")
         parts.append(f"c{self.out_channels}")
         if self.se_ratio > 0:
-            parts.append(f"se{self.se_ratio:g}")
+            parts.append(f"se{format_ratio(self.se_ratio)}")
         if not self.skip:
             parts.append("noskip")
         return "_".join(parts)

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -109,21 +109,44 @@ def _check_values(cfg: DictConfig) -> None:
         accuracy["dataset"] = None  # loading data is not cheap; its loader checks paths itself
         try:
             build(OmegaConf.create(accuracy), "accuracy")
-        except (AttributeError, TypeError):
-            pass  # an estimator that needs its data to construct is checked in the run
+        except (ConfigError, InstantiationException) as error:
+            if not _failed_on_missing_data(error):
+                raise  # a wrong type or value: one line, exit code 2 (a traceback for anything else)
+
+
+def _failed_on_missing_data(error: Exception) -> bool:
+    """Whether building failed only on the ``None`` given for its dataset (AttributeError or TypeError about a
+    NoneType): an estimator that reads its data to construct is checked in the run instead."""
+    cause = error.__cause__
+    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return isinstance(cause, (AttributeError, TypeError)) and "NoneType" in str(cause)
 
 
 @hydra.main(config_path="pkg://nas_rl.conf", config_name="config", version_base="1.3")
 def _search(cfg: DictConfig) -> None:
+    from hydra.errors import CompactHydraException
+    from hydra.types import RunMode
+
     from nas_rl.search import print_summary, run_search
 
     try:
         hydra_cfg = HydraConfig.get()
-        overridden = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task if "=" in o]
-        result = run_search(cfg, Path(hydra_cfg.runtime.output_dir), [k for k in overridden if k != "resume"])
+        overrides = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("resume=")]
+        result = run_search(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     except ConfigError as error:
         _fail(str(error))
     print_summary(result)
+    if result.export_error:
+        # Everything else is written; the run still fails, since its deliverable (the checked export) is wrong.
+        message = (
+            f"nas-rl: error: the export of the best architecture failed: {result.export_error} (all other "
+            f"outputs are in {result.run_dir}; best.json has the details)"
+        )
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # let the sweep's other jobs run; Hydra exits 1 after them
+            raise CompactHydraException(message)
+        print(message, file=sys.stderr)
+        sys.exit(1)
 
 
 def search_main() -> None:

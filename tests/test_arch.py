@@ -19,7 +19,7 @@ def blocks(draw) -> BlockSpec:
         stride=draw(st.sampled_from([1, 2])),
         out_channels=draw(st.integers(1, 1024)),
         expansion=draw(st.integers(1, 8)) if op == "ir" else 1,
-        se_ratio=draw(st.sampled_from([0.0, 0.125, 0.25, 0.5, 1.0])),
+        se_ratio=draw(st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1.0))),  # any ratio accepted
         skip=draw(st.booleans()),
     )
 
@@ -32,6 +32,15 @@ def test_round_trip_is_canonical(stages: list[BlockSpec]) -> None:
     assert decoded == arch
     assert hash(decoded) == hash(arch)
     assert decoded.to_string() == text
+
+
+@pytest.mark.parametrize(
+    ("ratio", "token"), [(0.25, "se0.25"), (1.0, "se1"), (1e-05, "se0.00001"), (0.1 + 0.2, "se0.30000000000000004")]
+)
+def test_se_ratio_is_written_exactly_without_an_exponent(ratio: float, token: str) -> None:
+    block = BlockSpec("ds", 1, 3, 1, 8, se_ratio=ratio)
+    assert block.to_string() == f"ds_r1_k3_s1_c8_{token}"
+    assert BlockSpec.from_string(block.to_string()).se_ratio == ratio
 
 
 def test_timm_style_string() -> None:

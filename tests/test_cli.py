@@ -38,6 +38,14 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
         ("accuracy.epochs=0", "accuracy.epochs=0 is not accepted"),
         ("search.no_such_key=1", "search.no_such_key"),
         ("seed=0,-1", "seed=-1 is not accepted"),
+        # Wrong types, refused from the settings' type hints before anything is built.
+        ("accuracy.epochs=abc", "accuracy.epochs='abc' is not accepted: use a number"),
+        ("accuracy.lr=abc", "accuracy.lr='abc' is not accepted: use a number"),
+        ("search_space.resolution=abc", "search_space.resolution='abc' is not accepted: use an integer"),
+        ("search_space.resolution=32.5", "search_space.resolution=32.5 is not accepted: use an integer"),
+        # Values that used to pass validation and crash at the first architecture.
+        ("search_space.stem_channels=0", "search_space.stem_channels=0 is not accepted"),
+        ("search_space.strides=[3,1,1,1,1,1,1]", "search_space.strides=[3, 1, 1, 1, 1, 1, 1] is not accepted"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(override: str, named: str, tmp_path: Path) -> None:

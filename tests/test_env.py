@@ -83,12 +83,30 @@ def test_registered_id_builds_the_spec_with_overrides() -> None:
         gym.make("nas_rl/MnasNet-v0", rewards={"target_ms": 3.0})
 
 
-def test_random_rollouts_are_reproducible_from_the_seed() -> None:
+def play(env: NasEnv, actions, seed: int | None) -> tuple[str, tuple[int, ...], float]:
+    obs, info = env.reset(seed=seed)
+    assert obs["position"] == 0 and not obs["tokens"].any() and info == {}  # the initial observation, always
+    for action in actions:
+        _, reward, terminated, truncated, info = env.step(action)
+    assert terminated and not truncated
+    return info["arch"], info["tokens"], reward
+
+
+def test_reset_seed_draws_nothing_an_episode_depends_only_on_its_actions() -> None:
+    """The env has no randomness of its own (the estimators seed themselves): whatever the seed, reset returns
+    the initial observation and the same actions give the same architecture and reward, from fresh stores."""
+    actions = [int(a) for a in np.random.default_rng(5).integers(4, size=42)]
+    outcomes = [play(make_env(), actions, seed) for seed in (0, 1, 12345, None)]
+    assert all(outcome == outcomes[0] for outcome in outcomes), outcomes
+    space = tiny_space()
+    wrapped = tuple(action % space.num_choices(position) for position, action in enumerate(actions))
+    assert outcomes[0][:2] == (space.decode(wrapped).to_string(), wrapped)  # the actions, under the wrap policy
     env = make_env()
-    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    arch_a = run_episode(env, [rng_a.integers(4) for _ in range(42)])[1]["arch"]
-    arch_b = run_episode(env, [rng_b.integers(4) for _ in range(42)])[1]["arch"]
-    assert arch_a == arch_b
+    env.reset(seed=3)
+    env.step(2)  # an episode left half-played: reset starts over
+    env.step(1)
+    other = play(env, [(action + 1) % 4 for action in actions], seed=4)
+    assert other[0] != outcomes[0][0]
 
 
 def test_mnasnet_v0_spec_is_the_default_search_env() -> None:

@@ -14,6 +14,7 @@ from nas_rl.arch import BLOCK_TYPES, ArchSpec, BlockSpec
 from nas_rl.models.flops import multiply_adds, parameter_count
 from nas_rl.models.keras_builder import build_keras_model, copy_torch_weights
 from nas_rl.models.torch_builder import MNASNET_A1, build_torch_model
+from nas_rl.spaces.mnasnet import MnasNetSpace
 
 SMALL = {"stem_channels": 8, "head_channels": 32, "num_classes": 10}
 
@@ -78,6 +79,19 @@ def test_torch_and_keras_have_same_parameter_count(text: str) -> None:
     arch = ArchSpec.from_string(text, **SMALL)
     keras_params = keras_trainable_parameters(build_keras_model(arch, 32))
     assert parameter_count(arch) == keras_params
+
+
+def test_torch_and_keras_agree_on_architectures_sampled_from_the_search_space() -> None:
+    """What a search proposes, not only hand-written strings: a small MnasNet space (repeats up to 3, so the
+    residual layers inside a block are built too), seeded samples."""
+    space = MnasNetSpace(resolution=16, num_classes=10, in_channels=1, stem_channels=8, head_channels=32,
+                         base_widths=(8, 8, 16, 16, 24, 24, 32), base_repeats=(1, 2, 2, 2, 1, 2, 1))  # fmt: skip
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.decode(space.sample(rng)) for _ in range(8)))
+    assert len(archs) == 8
+    for arch in archs:
+        keras_params = keras_trainable_parameters(build_keras_model(arch, space.resolution))
+        assert parameter_count(arch) == keras_params, f"arch {arch}"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

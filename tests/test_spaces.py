@@ -47,8 +47,8 @@ def test_masks_mutation_and_bad_tokens() -> None:
     assert sum(a != b for a, b in zip(tokens, mutated)) == 1
     with pytest.raises(ValueError, match="position 1"):
         space.decode((0, 3) + tokens[2:])
-    with pytest.raises(ValueError, match="width"):
-        space.encode(ArchSpec.from_string(MNASNET_A1))  # 40 channels is not 32 x {0.75, 1, 1.25}
+    with pytest.raises(ValueError, match="stage 5 .*width 112"):
+        space.encode(ArchSpec.from_string(MNASNET_A1))  # 112 is not 96 x {0.75, 1, 1.25} (A1's 40 = 32 x 1.25 is)
 
 
 def test_bad_settings_name_the_key() -> None:
@@ -56,3 +56,43 @@ def test_bad_settings_name_the_key() -> None:
         MnasNetSpace(resolution=2)
     with pytest.raises(ConfigError, match="search_space.kernels"):
         MnasNetSpace(kernels=(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("resolution", "abc"),
+        ("in_channels", 0),
+        ("stem_channels", 0),
+        ("stem_stride", 3),
+        ("head_channels", 0),
+        ("head_channels", -8),
+        ("base_widths", (16, 24, 0, 64, 96, 160, 320)),
+        ("base_repeats", (1, 2, 0, 4, 3, 3, 1)),
+        ("strides", (3, 1, 1, 1, 1, 1, 1)),
+        ("strides", (2, 2, 2, 2, 1, 2, 1.5)),
+        ("width_multipliers", (0.0, 1.0)),
+        ("width_multipliers", (-0.5,)),
+        ("width_multipliers", (1.0, 1.0)),
+        ("layer_offsets", (0, 0.5)),
+        ("layer_offsets", ()),
+        ("kernels", ()),
+        ("se_ratios", (0.0, 1.5)),
+    ],
+)
+def test_settings_that_would_fail_mid_run_are_refused_naming_key_value_and_accepted(setting: str, value) -> None:
+    """Each would crash the run at its first architecture (stem_channels=0, a stride of 3, ...) or mean nothing
+    (a width multiplier <= 0): the space refuses it when built, so the CLI stops with one line."""
+    with pytest.raises(ConfigError) as refused:
+        MnasNetSpace(**{setting: value})
+    shown = list(value) if isinstance(value, tuple) else value
+    assert str(refused.value).startswith(f"search_space.{setting}={shown!r} is not accepted: use "), refused.value
+
+
+def test_a_layer_offset_below_one_layer_keeps_one_layer() -> None:
+    """Offsets may take a block below one layer (the paper's -1 on 1-layer blocks): decoding keeps one."""
+    space = MnasNetSpace(layer_offsets=(-5, 0, 1))
+    lowest = space.decode([0] * space.num_decisions)
+    assert [stage.repeats for stage in lowest.stages] == [1] * 7
+    highest = space.decode([decision.num_choices - 1 for decision in space.decisions])
+    assert [stage.repeats for stage in highest.stages] == [r + 1 for r in space.base_repeats]

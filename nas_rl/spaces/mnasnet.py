@@ -7,7 +7,9 @@ that one layer. Six decisions per block, so 42 tokens for the default skeleton.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import numbers
+from typing import Any, Callable, Sequence
 
 from nas_rl.arch import ArchSpec, BlockSpec
 from nas_rl.errors import ConfigError
@@ -65,7 +67,12 @@ class MnasNetSpace(SearchSpace):
         kernels: Sequence[int] = (3, 5),
         se_ratios: Sequence[float] = (0.0, 0.25),
     ) -> None:
-        self._check(resolution, num_classes, base_widths, base_repeats, strides, kernels)
+        self._check(
+            resolution=resolution, num_classes=num_classes, in_channels=in_channels, stem_channels=stem_channels,
+            stem_stride=stem_stride, head_channels=head_channels, base_widths=base_widths,
+            base_repeats=base_repeats, strides=strides, width_multipliers=width_multipliers,
+            layer_offsets=layer_offsets, kernels=kernels, se_ratios=se_ratios,
+        )  # fmt: skip
         self._resolution = int(resolution)
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
@@ -96,19 +103,42 @@ class MnasNetSpace(SearchSpace):
         )
 
     @staticmethod
-    def _check(resolution, num_classes, base_widths, base_repeats, strides, kernels) -> None:
-        if int(resolution) < 8:
-            raise ConfigError(f"search_space.resolution={resolution} is not accepted: use an integer >= 8")
-        if int(num_classes) < 2:
-            raise ConfigError(f"search_space.num_classes={num_classes} is not accepted: use an integer >= 2")
-        if not len(base_widths) == len(base_repeats) == len(strides) >= 1:
+    def _check(**settings: Any) -> None:
+        """Refuse any setting that would make a decoded network invalid, before a search starts rather than in it.
+
+        A layer offset may take a block below one layer: :meth:`decode` keeps at least one (so offsets -1 and
+        0 coincide on 1-layer blocks, as in the paper's skeleton); the base counts themselves must be >= 1.
+        """
+
+        def require(ok: bool, name: str, accepted: str) -> None:
+            if not ok:
+                value = settings[name]
+                shown = list(value) if isinstance(value, (list, tuple)) else value
+                raise ConfigError(f"search_space.{name}={shown!r} is not accepted: use {accepted}")
+
+        def listed(name: str, item_ok: Callable[[Any], bool], accepted: str, distinct: bool = False) -> None:
+            values = settings[name]
+            ok = isinstance(values, (list, tuple)) and len(values) >= 1 and all(item_ok(v) for v in values)
+            ok = ok and (not distinct or len(set(values)) == len(values))
+            require(ok, name, f"a non-empty list of {'distinct ' if distinct else ''}{accepted}")
+
+        for name, low in (("resolution", 8), ("num_classes", 2), ("in_channels", 1), ("stem_channels", 1),
+                          ("head_channels", 1)):  # fmt: skip
+            require(_is_int(settings[name]) and settings[name] >= low, name, f"an integer >= {low}")
+        require(_is_int(settings["stem_stride"]) and settings["stem_stride"] in (1, 2), "stem_stride", "1 or 2")
+        listed("base_widths", lambda v: _is_int(v) and v >= 1, "integers >= 1")
+        listed("base_repeats", lambda v: _is_int(v) and v >= 1, "integers >= 1")
+        listed("strides", lambda v: _is_int(v) and v in (1, 2), "strides, each 1 or 2")
+        lengths = [len(settings[name]) for name in ("base_widths", "base_repeats", "strides")]
+        if len(set(lengths)) != 1:
             raise ConfigError(
                 "search_space.base_widths, base_repeats and strides must have the same non-zero length, got "
-                f"{len(base_widths)}, {len(base_repeats)} and {len(strides)}"
+                f"{lengths[0]}, {lengths[1]} and {lengths[2]}"
             )
-        bad_kernels = [k for k in kernels if int(k) < 1 or int(k) % 2 == 0]
-        if bad_kernels:
-            raise ConfigError(f"search_space.kernels={list(kernels)} is not accepted: use positive odd integers")
+        listed("width_multipliers", lambda v: _is_number(v) and v > 0, "numbers > 0", distinct=True)
+        listed("layer_offsets", _is_int, "integers", distinct=True)
+        listed("kernels", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "positive odd integers", distinct=True)
+        listed("se_ratios", lambda v: _is_number(v) and 0 <= v <= 1, "numbers in [0, 1]", distinct=True)
 
     @property
     def resolution(self) -> int:
@@ -209,3 +239,11 @@ def _index(value: Any, options: Sequence[Any], where: str, what: str) -> int:
         if option == value:
             return index
     raise ValueError(f"{where}: {what} {value!r} is not in this space's choices {list(options)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
