@@ -51,13 +51,28 @@ def test_same_seed_same_accuracy_and_weights() -> None:
     assert not torch.equal(model_c.classifier.weight, model_a.classifier.weight)
 
 
-def test_diverging_training_fails_the_evaluation() -> None:
-    with pytest.raises(EvaluationFailed, match="diverged"):
-        ProxyTraining(digits(), **{**FAST, "lr": 1e30, "optimizer": "sgd"}).accuracy(tiny_arch())
+def test_same_seed_same_accuracy_with_two_threads() -> None:
+    """The default (threads 0) is torch's setting, two threads on the 2-core machines this runs on."""
+    settings = {**FAST, "epochs": 0.5, "threads": 2}
+    arch = tiny_arch(1)
+    model_a, accuracy_a = ProxyTraining(digits(), seed=5, **settings).train(arch)
+    model_b, accuracy_b = ProxyTraining(digits(), seed=5, **settings).train(arch)
+    assert accuracy_a == accuracy_b
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_nan_loss_stops_training_early_and_fails_the_evaluation() -> None:
+    # A whole epoch (7 steps): the first update blows the weights up, so a later step's loss is NaN and the loss
+    # check stops training there (the validation pass after training fails with another message).
+    diverging = {**FAST, "epochs": 1.0, "lr": 1e30, "optimizer": "sgd"}
+    with pytest.raises(EvaluationFailed, match=r"diverged: loss is (nan|inf|-inf) at step [2-7]/7$"):
+        ProxyTraining(digits(), **diverging).accuracy(tiny_arch())
     store = EvaluationStore(":memory:")
-    trainer = ProxyTraining(digits(), **{**FAST, "lr": 1e30})
+    trainer = ProxyTraining(digits(), **diverging)
     outcome = Evaluator(trainer, ChannelLatencyDouble(), MnasReward(1.0), store).evaluate(tiny_arch())
     assert outcome.evaluation.status == "failed" and outcome.reward == 0.0
+    assert "loss is" in outcome.evaluation.error
 
 
 def test_proxy_resolution_and_width_train_a_cheaper_copy() -> None:
@@ -139,6 +154,12 @@ def test_teacher_of_the_wrong_task_is_refused(tmp_path: Path) -> None:
         path = save_checkpoint(tmp_path / f"{name}.pt", arch, build_torch_model(arch))
         with pytest.raises(ConfigError, match=f"accuracy.teacher=.*{name}.pt: the teacher .*{seen}"):
             ProxyTraining(digits(), teacher=str(path))
+    arch = small_arch()
+    payload = torch.load(save_checkpoint(tmp_path / "t.pt", arch, build_torch_model(arch)), weights_only=True)
+    payload["arch"] = "ds_r1_k3_s1_c8:ir_r1_k3_s2_e3_c24"  # weights of another architecture
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="accuracy.teacher=.*other.pt: weights do not match its architecture"):
+        ProxyTraining(digits(), teacher=str(tmp_path / "other.pt"))
 
 
 def test_proxy_config_builds_with_its_new_keys() -> None:

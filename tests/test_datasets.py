@@ -14,6 +14,8 @@ from PIL import Image
 from nas_rl.accuracy.datasets import load_cifar10, load_digits, load_image_folder, load_npz, read_cifar10
 from nas_rl.config import build
 from nas_rl.errors import ConfigError
+from tests.conftest import TINY_OVERRIDES
+from tests.test_cli import run_cli
 
 
 def write_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> Path:
@@ -182,3 +184,27 @@ def test_dataset_configs_size_the_search_space(tmp_path: Path) -> None:
         cfg = compose("config", overrides=["dataset=image_folder", f"dataset.root={tmp_path}", "dataset.num_classes=2"])
         with pytest.raises(ConfigError, match="class folder"):
             build(cfg.dataset, "dataset")
+        cfg = compose("config", overrides=["dataset=digits", "dataset.max_samples=500", "search_space.resolution=8"])
+        data = build(cfg.dataset, "dataset")  # every loader's config has max_samples: no + needed
+        assert len(data.y_train) + len(data.y_val) == 500 and data.fingerprint()["max_samples"] == 500
+
+
+@pytest.mark.parametrize("case", ["missing_npz", "empty_class_folder"])
+def test_bad_dataset_on_the_command_line_is_one_line_and_exit_code_2(case: str, tmp_path: Path) -> None:
+    """The real `nas-rl` entry point: the loader's error reaches the user as one line, nothing is trained."""
+    if case == "missing_npz":
+        missing = tmp_path / "missing.npz"
+        overrides = ["dataset=npz", f"dataset.path={missing}", "dataset.num_classes=2", "dataset.in_channels=1"]
+        named = f"dataset.path={missing}: no such file"
+    else:
+        root = write_image_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+        (root / "c").mkdir()
+        overrides = ["dataset=image_folder", f"dataset.root={root}", "dataset.num_classes=3"]
+        named = f"{root / 'c'}: empty class folder"
+    run_dir = tmp_path / "run"
+    result = run_cli([*TINY_OVERRIDES, *overrides, f"hydra.run.dir={run_dir}"], tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas-rl: error: ") and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "best.json").exists()
