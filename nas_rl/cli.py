@@ -158,24 +158,35 @@ def search_main() -> None:
 
 
 def report_main(argv: list[str] | None = None) -> None:
-    """``nas-rl-report RUN_DIR [RUN_DIR ...]``: one run's summary and plots, or a comparison of several runs."""
+    """``nas-rl-report RUN_DIR [RUN_DIR ...]``: one run's summary and plots, or a comparison of several runs
+    (a sweep folder stands for its job folders)."""
     import argparse
 
-    from nas_rl.report import report
+    from nas_rl.report import find_runs, report
 
     parser = argparse.ArgumentParser(
         prog="nas-rl-report",
         description="One run: print its summary and (re)write pareto.csv, pareto.png and progress.png. Several "
-        "runs (e.g. a sweep's job folders): print a comparison table and write comparison.csv and comparison.png.",
+        "runs, or a sweep folder (outputs/multirun/DATE/TIME: its finished jobs): print a comparison table and "
+        "write comparison.csv and comparison.png. Files among several paths (a glob's multirun.yaml) are skipped.",
     )
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a folder written by nas-rl")
+    parser.add_argument(
+        "run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="a folder written by nas-rl, or a sweep folder"
+    )
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR",
-        help="where to write (default: the run folder for one run, the current folder for several)",
+        help="where to write (default: the run folder for one run, the sweep folder for one sweep, else the "
+        "current folder)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        report(args.run_dirs, args.out)
+        run_dirs, notes = find_runs(args.run_dirs)
+        for note in notes:
+            print(f"nas-rl-report: note: {note}", file=sys.stderr)
+        out = args.out
+        if out is None and len(args.run_dirs) == 1 and len(run_dirs) > 1:
+            out = args.run_dirs[0]  # one sweep folder: its comparison goes next to its jobs
+        report(run_dirs, out)
     except ConfigError as error:
         print(f"nas-rl-report: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)

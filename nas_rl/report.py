@@ -9,6 +9,7 @@ global state).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -46,6 +47,7 @@ class RunResult(Protocol):
     run_dir: Path
     best: dict[str, Any] | None
     summary: dict[str, Any]
+    export: dict[str, Any] | None
 
 
 def summarize(episodes: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, int]]:
@@ -61,9 +63,14 @@ def summarize(episodes: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None
 
 
 def summary_table(
-    run_dir: Path, best: dict[str, Any] | None, summary: dict[str, Any], details: Iterable[tuple[str, str]] = ()
+    run_dir: Path,
+    best: dict[str, Any] | None,
+    summary: dict[str, Any],
+    details: Iterable[tuple[str, str]] = (),
+    export: dict[str, Any] | None = None,
 ) -> Table:
-    """The one-run summary: best architecture, its accuracy, latency and reward, and the run's counts."""
+    """The one-run summary: best architecture, its accuracy, latency and reward, the run's counts, and the
+    outcome of the export (``best.json``'s ``export``; no row when the run exported nothing)."""
     table = Table(title=f"nas-rl search: {run_dir}", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")  # the whole block string: it is what a reader copies
@@ -78,6 +85,8 @@ def summary_table(
         ("cache hits", str(summary["cache_hits"])),
         ("failures", str(summary["failures"])),
     ]
+    if export is not None:
+        rows.append(("export", _export_outcome(export)))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -85,7 +94,15 @@ def summary_table(
 
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     """Print the summary table of a finished search (a ``SearchResult``) or of a loaded run."""
-    (console or Console()).print(summary_table(result.run_dir, result.best, result.summary))
+    (console or Console()).print(summary_table(result.run_dir, result.best, result.summary, export=result.export))
+
+
+def _export_outcome(export: dict[str, Any]) -> str:
+    if export.get("error"):
+        return f"FAILED: {export['error']}"
+    differences = export.get("max_abs_diff") or {}
+    worst = f", max logit difference {max(differences.values()):.1e}" if differences else ""
+    return f"best.pt, best.onnx, best.tflite (checked on {export.get('validation_images', '?')} images{worst})"
 
 
 # ------------------------------------------------------------------------------------------- one run's plots
@@ -193,6 +210,7 @@ class RunRecord:
     controller: str | None = None
     best: dict[str, Any] | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] | None = None
 
     @property
     def target_ms(self) -> float | None:
@@ -232,14 +250,55 @@ def load_run(run_dir: Path) -> RunRecord:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is not a run directory: no such directory")
+        what = "a file, not a folder" if run_dir.exists() else "no such directory"
+        raise ConfigError(f"{run_dir} is not a run directory: {what}")
     if not (run_dir / "evaluations.csv").is_file():
         raise ConfigError(f"{run_dir} is not a run directory: it has no evaluations.csv (written when a run ends)")
     episodes = load_episodes(run_dir / "evaluations.csv")
     config = _read_yaml(run_dir / "config.yaml")
     choice = _get(_read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "controller")
     best, summary = summarize(episodes)
-    return RunRecord(run_dir, episodes, config, choice or _controller_class(config), best, summary)
+    export = _read_json(run_dir / "best.json").get("export")
+    return RunRecord(run_dir, episodes, config, choice or _controller_class(config), best, summary, export)
+
+
+def find_runs(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The run folders the paths given to ``nas-rl-report`` name, and notes on what was skipped.
+
+    A run folder (one with ``evaluations.csv``) is itself. A folder of runs, such as a Hydra multirun folder
+    (``outputs/multirun/DATE/TIME``), stands for its runs, in job order; its sub-folders without
+    ``evaluations.csv`` (jobs that failed or still run) are skipped with a note. Among several paths, a
+    file (a shell glob's ``multirun.yaml``) is skipped with a note.
+
+    :raises ConfigError: a path is missing, a folder neither is a run nor holds any, the only path is a file,
+        or no run is left; the message names the path.
+    """
+    runs: list[Path] = []
+    notes: list[str] = []
+    for path in map(Path, paths):
+        if path.is_file() and len(paths) > 1:
+            notes.append(f"skipped {path}: a file, not a run folder")
+        elif not path.is_dir() or (path / "evaluations.csv").is_file():
+            runs.append(path)  # a run folder, or a bad path that load_run names in its error
+        else:
+            jobs = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_job_order)
+            finished = [job for job in jobs if (job / "evaluations.csv").is_file()]
+            if not finished:
+                raise ConfigError(
+                    f"{path} is not a run directory: it has no evaluations.csv (written when a run ends) and no "
+                    "sub-folder that has one (a sweep's finished jobs)"
+                )
+            runs.extend(finished)
+            notes.extend(f"skipped {job}: no evaluations.csv (a job that failed or still runs)"
+                         for job in jobs if job not in finished and (job / ".hydra").is_dir())  # fmt: skip
+    if not runs:
+        raise ConfigError(f"no run folder among {', '.join(map(str, paths))}; accepted: folders written by nas-rl")
+    return runs, notes
+
+
+def _job_order(path: Path) -> tuple[int, int, str]:
+    """Hydra's job folders (0, 1, ..., 10) in number order, other names after them alphabetically."""
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
 
 def comparison_rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -315,7 +374,7 @@ def report(run_dirs: Sequence[Path], out_dir: Path | None = None, console: Conso
     if len(runs) == 1:
         run = runs[0]
         details = [("controller", run.controller or "-"), ("target latency", _fmt(run.target_ms, "{:g} ms"))]
-        console.print(summary_table(run.run_dir, run.best, run.summary, details))
+        console.print(summary_table(run.run_dir, run.best, run.summary, details, run.export))
         plots_dir = Path(out_dir) if out_dir is not None else run.run_dir
         write_run_plots(run.episodes, plots_dir, run.target_ms)
         console.print(f"wrote pareto.csv, pareto.png, progress.png to {plots_dir}")
@@ -343,6 +402,15 @@ def _parse_row(row: dict[str, str]) -> dict[str, Any]:
 def _reward(row: dict[str, Any]) -> float:
     value = row.get("reward")
     return 0.0 if value is None or row["status"] != "ok" or not math.isfinite(value) else float(value)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object, or {} when the file is missing or unreadable (the report goes on without it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

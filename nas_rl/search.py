@@ -34,12 +34,22 @@ class SearchResult:
     episodes: list[dict[str, Any]]
     best: dict[str, Any] | None
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The export of the best architecture (``best.json``'s ``export``); None when not exported.
+    export: dict[str, Any] | None = None
+
+    @property
+    def export_error(self) -> str | None:
+        """Why the export failed (a mismatch of the exported files with PyTorch included); None if it did not."""
+        return None if self.export is None else self.export.get("error")
 
 
 #: Config sections that decide what an evaluation returns: a resumed run may not change them.
 EVALUATION_KEYS = ("search_space", "dataset", "accuracy", "latency")
+#: Single settings a resumed run may not change either: the store holds the run's history.
+HISTORY_KEYS = ("search.store",)
 RUN_FILE = "run.json"
 CONTROLLER_CHECKPOINT = "controller"
+CONFIG_NAME = "config"
 
 
 def check_search_settings(cfg: DictConfig) -> None:
@@ -53,42 +63,115 @@ def check_search_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"search.checkpoint_every={every!r} is not accepted: use an integer >= 1")
 
 
-def resume_config(run_dir: Path, cfg: DictConfig, overridden: list[str]) -> DictConfig:
-    """The config of the run in ``run_dir`` with this command's overrides of keys outside EVALUATION_KEYS.
+def resume_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The saved config of the run in ``run_dir`` with the settings this command's ``overrides`` change.
 
-    An override that changes an evaluation setting is refused, naming the keys, since the stored
-    evaluations would no longer answer for the run.
+    What a command changes is judged on composed configs, so a group choice (``experiment=tabular``,
+    ``accuracy=zero_cost``) counts as every value it changes: the config composed from the run's own
+    overrides (``.hydra/overrides.yaml``) is compared with the one composed from those plus ``overrides``.
+    A change of an evaluation setting (EVALUATION_KEYS) or of the store (HISTORY_KEYS) to a value other
+    than the run's is refused, naming the keys, since the stored evaluations would no longer answer for the
+    run; other changes (``search.budget`` to extend the run, controller settings, ...) are applied.
+    Needs Hydra initialised (inside ``@hydra.main``, or ``initialize_config_module``).
     """
     if not (run_dir / RUN_FILE).is_file() or not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"resume={run_dir} is not accepted: not a nas-rl run directory (no {RUN_FILE} and config.yaml)")
     saved = OmegaConf.load(run_dir / "config.yaml")
-    changed = [
-        key
-        for key in overridden
-        if key.split(".")[0] in EVALUATION_KEYS and OmegaConf.select(saved, key) != OmegaConf.select(cfg, key)
-    ]
-    if changed:
+    before, after = _compose_with_run_overrides(run_dir, overrides)
+    changed = _changed_keys(before, after)
+    refused = [key for key in changed if _is_evaluation_key(key) and _value(after, key) != _value(saved, key)]
+    if refused:
         raise ConfigError(
-            f"resume={run_dir} is refused: {', '.join(sorted(changed))} differ from the run's config and change "
-            f"evaluations; accepted: overrides of keys outside {', '.join(EVALUATION_KEYS)}"
+            f"resume={run_dir} is refused: {_describe(refused)} would differ from the run's config, changing its "
+            f"evaluations or its store; accepted: the run's values of {', '.join(EVALUATION_KEYS + HISTORY_KEYS)}, "
+            "any other key (e.g. search.budget=N to extend the run)"
         )
-    for key in overridden:
-        if key.split(".")[0] not in EVALUATION_KEYS and OmegaConf.select(cfg, key) is not None:
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    for key in changed:
+        if not _is_evaluation_key(key):
+            _set(saved, key, _value(after, key))
     saved.resume = str(run_dir)
     return saved
 
 
-def run_search(cfg: DictConfig, run_dir: Path, overridden: list[str] | None = None) -> SearchResult:
+def _compose_with_run_overrides(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, DictConfig]:
+    """The config composed from the run's own overrides, and from those plus ``overrides``."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    file = run_dir / ".hydra" / "overrides.yaml"  # Hydra writes it; a run made without Hydra has none
+    saved = OmegaConf.load(file) if file.is_file() else []
+    previous = [str(o) for o in saved if not str(o).lstrip("+~").startswith(("resume=", "hydra.", "hydra/"))]
+    try:
+        return compose(CONFIG_NAME, previous), compose(CONFIG_NAME, previous + overrides)
+    except (HydraException, OmegaConfBaseException):
+        # The run's overrides no longer compose (the package changed since): judge this command's alone.
+        return compose(CONFIG_NAME, []), compose(CONFIG_NAME, overrides)
+
+
+def _changed_keys(before: DictConfig, after: DictConfig) -> list[str]:
+    """Dotted keys of the leaves (lists count as leaves) that differ, appear or disappear, unresolved."""
+    old, new = _leaves(OmegaConf.to_container(before)), _leaves(OmegaConf.to_container(after))
+    keys = (old.keys() | new.keys()) - {"resume"}
+    return sorted(key for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT))
+
+
+_ABSENT = object()
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict) or not node:
+        return {prefix[:-1]: node}
+    leaves: dict[str, Any] = {}
+    for key, value in node.items():
+        leaves.update(_leaves(value, f"{prefix}{key}."))
+    return leaves
+
+
+def _describe(keys: list[str]) -> str:
+    """The keys, a section with more than three of them (a group choice) as ``section.* (N keys)``."""
+    sections: dict[str, list[str]] = {}
+    for key in keys:
+        sections.setdefault(key.split(".")[0], []).append(key)
+    return ", ".join(
+        ", ".join(group) if len(group) <= 3 else f"{name}.* ({len(group)} keys)" for name, group in sections.items()
+    )
+
+
+def _is_evaluation_key(key: str) -> bool:
+    return key.split(".")[0] in EVALUATION_KEYS or key in HISTORY_KEYS
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at ``key`` as plain Python; None where the key is absent."""
+    value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _set(cfg: DictConfig, key: str, value: Any) -> None:
+    """Set the leaf at ``key``; a leaf the new composition lacks (None) is removed."""
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if value is None and OmegaConf.is_dict(parent) and name in parent:
+        del parent[name]
+    elif value is not None:
+        OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def run_search(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> SearchResult:
     """Run the configured controller for ``search.budget`` architectures and write the outputs to ``run_dir``.
 
     With ``resume=RUN_DIR`` it continues that run instead: the architectures already in the store's history
-    count against the budget, and the controller restarts from its last checkpoint.
+    count against the budget, and the controller restarts from its last checkpoint. ``overrides`` are the
+    command's Hydra overrides other than ``resume=`` (see :func:`resume_config`).
+
+    An export that fails is recorded in ``best.json`` and the result (:attr:`SearchResult.export_error`);
+    every other output is written first.
     """
     resuming = bool(cfg.get("resume"))
     if resuming:
         run_dir = Path(cfg.resume)
-        cfg = resume_config(run_dir, cfg, overridden or [])
+        cfg = resume_config(run_dir, overrides or [])
     check_search_settings(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = _run_id(run_dir, resuming)
@@ -121,9 +204,11 @@ def run_search(cfg: DictConfig, run_dir: Path, overridden: list[str] | None = No
         bar.close()
         log.close()
     result = write_outputs(store, run_id, run_dir, target_ms=cfg.reward.get("target_ms"))
-    if cfg.search.get("export", True):
-        export_best_architecture(env, result)
-    env.close()
+    try:
+        if cfg.search.get("export", True):
+            result.export = export_best_architecture(env, result)
+    finally:
+        env.close()
     return result
 
 
@@ -178,8 +263,11 @@ def write_outputs(store: EvaluationStore, run_id: str, run_dir: Path, target_ms:
 
 
 def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] | None:
-    """Retrain the best architecture (proxy training is seeded, so this reproduces its weights) and export it
-    as best.pt, best.onnx and best.tflite, checked against the PyTorch logits; the outcome goes into best.json."""
+    """Retrain the best architecture (proxy training is seeded, so this reproduces its weights) and export the
+    network proxy training trained and scored: the width-scaled copy (``accuracy.width_multiplier``) at the
+    proxy-training resolution, checked on that validation batch. Files best.pt, best.onnx and best.tflite;
+    the outcome, a failure or mismatch included (``error``), goes into best.json and is returned."""
+    from nas_rl.accuracy.proxy import scale_width
     from nas_rl.errors import EvaluationFailed
     from nas_rl.export import export_best
 
@@ -187,14 +275,18 @@ def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] |
     if result.best is None or not hasattr(estimator, "train"):
         return None  # nothing succeeded, or the accuracy came without training (zero-cost, tabular)
     arch = env.get_wrapper_attr("search_space").parse(result.best["arch"])
+    multiplier = float(getattr(estimator, "width_multiplier", 1.0))
+    trained = scale_width(arch, multiplier)  # what estimator.train builds and scores
     model, accuracy = estimator.train(arch)
-    images = estimator.dataset.x_val
+    # The validation split as the estimator scored it (resized to accuracy.resolution).
+    images = estimator.tensors()["x_val"].numpy() if hasattr(estimator, "tensors") else estimator.dataset.x_val
+    facts = {"searched_arch": arch.to_string(), "width_multiplier": multiplier}
     try:
-        export = export_best(arch, model, images, result.run_dir, resolution=int(images.shape[-1]))
-    except EvaluationFailed as error:
+        export = export_best(trained, model, images, result.run_dir, resolution=int(images.shape[-1]),
+                             metadata={**facts, "accuracy": accuracy})  # fmt: skip
+    except (EvaluationFailed, ValueError) as error:
         export = {"error": str(error)}
-    export["retrained_accuracy"] = accuracy
+    export = {"arch": trained.to_string(), **facts, **export, "retrained_accuracy": accuracy}
     best_json = result.run_dir / "best.json"
     best_json.write_text(json.dumps({**json.loads(best_json.read_text()), "export": export}, indent=2))
     return export
-

@@ -1,14 +1,21 @@
-"""Controllers from their Hydra configs: each spends exactly its budget through the env and the store."""
+"""Controllers from their Hydra configs: each spends exactly its budget through the env and the store; evolution's
+tournament and aging; SB3 controllers' rollout sizes, TensorBoard losses and checkpoints."""
 
 from __future__ import annotations
 
+import struct
+from collections import deque
+from pathlib import Path
+
 import gymnasium as gym
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
 import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.cli import group_options
 from nas_rl.config import build
+from nas_rl.controllers.evolution import RegularizedEvolution
 
 #: gym.make overrides of MnasNet-v0 for a real (proxy training + LiteRT) env that evaluates in about a second.
 TINY_SPEC = {
@@ -50,3 +57,91 @@ def test_rollout_size_is_counted_in_architectures_of_the_searched_space(tmp_path
     assert (controller.model.n_steps, controller.model.batch_size, len(seen)) == (3 * tokens, tokens, 7)
     with pytest.raises(ConfigError, match="controller.rollout_archs=0"):
         type(controller)(controller.algorithm, rollout_archs=0)
+
+
+# ------------------------------------------------------------------------------------ regularized evolution
+
+
+class PicksDouble:
+    """Test double for the generator a tournament draws from: ``choice`` returns the given member indices."""
+
+    def __init__(self, picks: list[int]) -> None:
+        self.picks = picks
+
+    def choice(self, n: int, size: int, replace: bool) -> np.ndarray:
+        assert (size, replace) == (len(self.picks), False) and max(self.picks) < n
+        return np.asarray(self.picks)
+
+
+def test_tournament_picks_the_best_of_its_sample_not_of_the_population() -> None:
+    evolution = RegularizedEvolution(population_size=4, sample_size=2)
+    evolution.population = deque([((0,), 0.3), ((1,), 0.9), ((2,), 0.5), ((3,), 0.7)])
+    assert evolution.tournament(PicksDouble([2, 3])) == (3,)  # member 1 (0.9) was not drawn
+    assert evolution.tournament(PicksDouble([0, 2])) == (2,)
+    assert evolution.tournament(PicksDouble([3, 1])) == (1,)
+    everyone = RegularizedEvolution(population_size=4, sample_size=4)
+    everyone.population = evolution.population
+    assert everyone.tournament(np.random.default_rng(0)) == (1,)  # a sample of all: the best member
+
+
+def test_evolution_mutates_a_member_and_removes_the_oldest() -> None:
+    env = gym.make("nas_rl/Tabular-v0")
+    evolution = RegularizedEvolution(population_size=3, sample_size=2)
+    seen: list[dict] = []
+    evolution.search(env, budget=8, seed=0, on_evaluation=seen.append)
+    proposed = [(tuple(info["tokens"]), info["reward"]) for info in seen]
+    assert list(evolution.population) == proposed[-3:]  # the five oldest were removed, in age order
+    for index in range(3, 8):  # after the first 3 (random), each child is one decision away from a member alive
+        alive = [tokens for tokens, _ in proposed[index - 3 : index]]
+        child = proposed[index][0]
+        assert any(sum(a != b for a, b in zip(child, parent)) == 1 for parent in alive), (child, alive)
+
+
+def test_evolution_warns_when_its_budget_never_reaches_mutation(caplog: pytest.LogCaptureFixture) -> None:
+    env, ignore = gym.make("nas_rl/Tabular-v0"), lambda info: None
+    with caplog.at_level("WARNING", logger="nas_rl.controllers.evolution"):
+        RegularizedEvolution(population_size=20, sample_size=5).search(env, budget=16, seed=0, on_evaluation=ignore)
+    assert "search.budget=16" in caplog.text and "population_size=20" in caplog.text and "random" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nas_rl.controllers.evolution"):
+        RegularizedEvolution(population_size=3, sample_size=2).search(env, budget=4, seed=0, on_evaluation=ignore)
+    assert caplog.text == ""
+
+
+# ------------------------------------------------------------------------------------------ SB3 controllers
+
+
+@pytest.mark.parametrize("name", ["mnasnet", "ppo", "a2c", "recurrent_ppo"])
+def test_on_policy_rollouts_are_set_in_architectures(name: str) -> None:
+    """No config hard-codes n_steps for one space's token count."""
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"controller={name}"])
+    assert cfg.controller.rollout_archs >= 1
+    assert "n_steps" not in cfg.controller.algorithm and "batch_size" not in cfg.controller.algorithm
+
+
+def scalar_tags(folder: Path) -> set[str]:
+    """The scalar tags of every TensorBoard events file under ``folder`` (TFRecord framing, read directly)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    tags: set[str] = set()
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            tags.update(value.tag for value in Event.FromString(data[offset + 12 : offset + 12 + length]).summary.value)
+            offset += 12 + length + 4  # length, its CRC, the record, its CRC
+    return tags
+
+
+def test_sb3_controller_logs_its_losses_and_continues_from_its_checkpoint(tmp_path: Path) -> None:
+    env = gym.make("nas_rl/Tabular-v0")
+    first = build_controller("ppo")
+    first.search(env, budget=8, seed=0, on_evaluation=lambda info: None, log_dir=tmp_path / "tensorboard")
+    assert first.model.n_steps == first.rollout_archs * env.unwrapped.search_space.num_decisions
+    assert any(tag.startswith("train/") for tag in scalar_tags(tmp_path / "tensorboard")), scalar_tags(tmp_path)
+    first.save(tmp_path / "controller")
+    second = build_controller("ppo")
+    assert second.load(tmp_path / "controller")
+    second.search(env, budget=4, seed=8, on_evaluation=lambda info: None)
+    assert second.model.num_timesteps >= first.model.num_timesteps + 4 * 5  # counted on from the checkpoint

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
 from nas_rl.export import ExportMismatch, check_logits, export_best, onnx_logits, tflite_logits
 from nas_rl.models.torch_builder import build_torch_model
+from tests.conftest import TINY_OVERRIDES
 
 TINY_ARCH = "ds_r1_k3_s1_c8:ir_r1_k3_s2_e3_c16_se0.25"
 RESOLUTION = 16
@@ -137,3 +143,66 @@ def test_images_of_the_wrong_shape_are_refused(tmp_path: Path, images: np.ndarra
     with pytest.raises(ValueError, match=r"accepted: NCHW \(N>0, 1, 32, 32\)"):
         export_best(arch, trained_like_model(arch), images, tmp_path, resolution=32)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------- the export of a search
+
+
+def test_export_of_a_search_is_the_network_proxy_training_trained(tmp_path: Path) -> None:
+    """accuracy.width_multiplier=0.5 at a proxy resolution of 12: the exported files are that half-width network
+    at 12x12, with the weights it was scored with, checked on the validation split at 12x12."""
+    from nas_rl.accuracy.datasets import load_digits
+    from nas_rl.accuracy.proxy import ProxyTraining, scale_width
+    from nas_rl.envs.nas_env import NasEnv
+    from nas_rl.evaluator import Evaluator
+    from nas_rl.reward import MnasReward
+    from nas_rl.search import SearchResult, export_best_architecture
+    from nas_rl.store import EvaluationStore
+    from tests.conftest import ChannelLatencyDouble, tiny_space
+
+    space = tiny_space()
+    proxy = ProxyTraining(load_digits(resolution=16), epochs=0.1, threads=1, resolution=12, width_multiplier=0.5)
+    env = NasEnv(space, Evaluator(proxy, ChannelLatencyDouble(), MnasReward(1.0), EvaluationStore(":memory:")))
+    arch = space.decode(space.sample(np.random.default_rng(0)))
+    result = SearchResult(tmp_path, [], {"arch": arch.to_string()})
+    (tmp_path / "best.json").write_text("{}")
+
+    outcome = export_best_architecture(env, result)
+    assert "error" not in outcome, outcome["error"]
+    trained = scale_width(arch, 0.5)
+    assert trained.stages[0].out_channels < arch.stages[0].out_channels  # really a narrower network
+    checkpoint = load_checkpoint(outcome["checkpoint"])
+    assert (checkpoint.arch, checkpoint.metadata["resolution"], outcome["resolution"]) == (trained, 12, 12)
+    assert (outcome["arch"], outcome["searched_arch"], outcome["width_multiplier"]) == (
+        trained.to_string(), arch.to_string(), 0.5
+    )
+    assert outcome["retrained_accuracy"] == proxy.evaluate(checkpoint.build_model())  # the weights it was scored with
+    assert max(outcome["max_abs_diff"].values()) <= outcome["atol"]
+
+
+def test_a_search_whose_export_mismatches_keeps_its_outputs_and_fails(tmp_path: Path) -> None:
+    """nas-rl with a broken ONNX exporter (a test double injected into the real process): every other output is
+    written, the summary shows the failure, and the process ends with one line on stderr and exit code 1."""
+    run_dir = tmp_path / "run"
+    args = [*(o for o in TINY_OVERRIDES if not o.startswith("latency.")), "latency=flops", "latency.ms_per_mac=1e-6",
+            "controller=random", "search.budget=2", "search.progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    code = (
+        "import sys; from nas_rl import export; from tests.test_export import perturbed; "
+        "original = export.export_onnx; "
+        "export.export_onnx = lambda model, *args: original(perturbed(model), *args); "
+        f"sys.argv = ['nas-rl', *{args!r}]; "
+        "from nas_rl.cli import search_main; search_main()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("nas-rl: error: the export of the best architecture failed: onnx export does not")
+    assert str(run_dir) in lines[0]
+    assert re.search(r"export\W+FAILED: onnx export does not match", result.stdout), result.stdout
+    for name in ("config.yaml", "evaluations.csv", "best.json", "pareto.csv", "pareto.png", "progress.png"):
+        assert (run_dir / name).is_file(), name
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["evaluations"] == 2 and "onnx export does not match" in best["export"]["error"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,12 +137,14 @@ def make_run(run_dir: Path, seed: int, count: int, target_ms: float, controller:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, list[dict]]]:
+    """Two runs as the jobs of a Hydra multirun folder: ``0/``, ``1/`` and ``multirun.yaml``."""
     sweep = tmp_path_factory.mktemp("sweep")
     made = []
     for job, (count, target, controller) in enumerate([(6, 1.0, "random"), (4, 2.0, None)]):
         run_dir = sweep / str(job)
         run_dir.mkdir()
         made.append((run_dir, make_run(run_dir, job, count, target, controller)))
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"mode": "MULTIRUN"}}))
     return made
 
 
@@ -204,3 +207,48 @@ def test_report_of_a_bad_path_is_one_line_and_exit_code_2(bad: str, tmp_path: Pa
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and bad in lines[0] and "Traceback" not in result.stderr, result.stderr
+
+
+def test_report_of_a_sweep_folder_compares_its_finished_jobs(
+    runs: list[tuple[Path, list[dict]]], tmp_path: Path
+) -> None:
+    """nas-rl-report SWEEP_DIR: the job folders, in job order; a failed job (no evaluations.csv) is noted."""
+    sweep = tmp_path / "multirun"
+    shutil.copytree(runs[0][0].parent, sweep)
+    for job in ("2", "10"):  # 10 after 2: Hydra's job numbers, not their text order
+        shutil.copytree(sweep / "1", sweep / job)
+    (sweep / "11" / ".hydra").mkdir(parents=True)  # a job that failed before writing its outputs
+    result = run_report([str(sweep)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(sweep / "comparison.csv")))  # written next to the jobs
+    assert [row["run"] for row in rows] == ["0", "1", "2", "10"]
+    note = f"nas-rl-report: note: skipped {sweep / '11'}: no evaluations.csv (a job that failed or still runs)"
+    assert result.stderr.strip() == note
+
+
+def test_report_of_a_glob_over_a_sweep_skips_its_files(
+    runs: list[tuple[Path, list[dict]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nas-rl-report SWEEP_DIR/*: the shell also passes multirun.yaml; it is skipped with a note."""
+    sweep = runs[0][0].parent
+    report_main([str(path) for path in sorted(sweep.iterdir())] + ["--out", str(tmp_path)])
+    note = f"nas-rl-report: note: skipped {sweep / 'multirun.yaml'}: a file, not a run folder"
+    assert capsys.readouterr().err.strip() == note
+    assert [row["run"] for row in csv.DictReader(open(tmp_path / "comparison.csv"))] == ["0", "1"]
+
+
+def test_report_refuses_paths_without_runs(
+    runs: list[tuple[Path, list[dict]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = runs[0][0].parent
+    (tmp_path / "empty_sweep" / "0" / ".hydra").mkdir(parents=True)  # its only job failed
+    cases = [
+        ([sweep / "multirun.yaml"], "is not a run directory: a file, not a folder"),
+        ([sweep / "0", tmp_path / "no_such_run"], "is not a run directory: no such directory"),
+        ([tmp_path / "empty_sweep"], "is not a run directory: it has no evaluations.csv"),
+    ]
+    for paths, named in cases:
+        with pytest.raises(SystemExit) as exited:
+            report_main([str(path) for path in paths])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exited.value.code == 2 and len(lines) == 1 and f"{paths[-1]} {named}" in lines[0], lines

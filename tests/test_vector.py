@@ -74,3 +74,19 @@ def test_sb3_controller_evaluates_in_parallel_processes(tmp_path: Path) -> None:
     controller.search(env, budget=4, seed=0, on_evaluation=seen.append)
     assert len(seen) == 4
     assert store.count_episodes("vec") >= 4  # the last step may finish one more, kept in the store
+
+
+def test_sb3_controller_steps_several_copies_of_the_env_in_one_process(tmp_path: Path) -> None:
+    """controller.n_envs=2 controller.vec_env=dummy: a distinct env per slot (SB3 refuses one instance twice),
+    all on the given env's evaluator and store."""
+    from stable_baselines3 import PPO
+
+    env = make_env(str(tmp_path / "e.sqlite"))
+    algorithm = partial(PPO, policy="MultiInputPolicy", n_steps=42, batch_size=42)
+    controller = SB3Controller(algorithm, n_envs=2, vec_env="dummy")
+    seen = []
+    controller.search(env, budget=4, seed=0, on_evaluation=seen.append)
+    slots = [slot.unwrapped for slot in controller.model.get_env().envs]
+    assert len(seen) == 4 and len({id(slot) for slot in slots}) == 2 and slots[0] is env
+    assert all(slot.evaluator is env.evaluator for slot in slots)
+    assert EvaluationStore(tmp_path / "e.sqlite").count_episodes("vec") >= 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import numpy as np
 from nas_rl.controllers.base import Controller, OnEvaluation, play_tokens
 from nas_rl.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 class RegularizedEvolution(Controller):
     """Tournament selection, one-decision mutation, and removal of the oldest member.
 
     The first ``population_size`` architectures are random; afterwards each step samples ``sample_size``
     members, mutates the best of them (one decision changed) and replaces the oldest member with the child.
+    A search of at most ``population_size`` architectures is therefore random search (a warning says so).
 
     :param population_size: members kept alive (P in the paper).
     :param sample_size: tournament size (S in the paper).
@@ -37,6 +41,13 @@ class RegularizedEvolution(Controller):
     def search(
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
     ) -> None:
+        if len(self.population) + budget <= self.population_size:
+            log.warning(
+                "controller=evolution: search.budget=%d fills at most the population (controller.population_size"
+                "=%d%s): every architecture is a random sample, nothing is mutated; raise search.budget (e.g. 10 x "
+                "population_size) or lower controller.population_size",
+                budget, self.population_size, f", {len(self.population)} restored" if self.population else "",
+            )  # fmt: skip
         rng = np.random.default_rng(seed)
         env.reset(seed=seed)
         space = env.get_wrapper_attr("search_space")
@@ -44,14 +55,17 @@ class RegularizedEvolution(Controller):
             if len(self.population) < self.population_size:
                 tokens = space.sample(rng)
             else:
-                picks = rng.choice(len(self.population), size=self.sample_size, replace=False)
-                parent = max((self.population[i] for i in picks), key=lambda member: member[1])
-                tokens = space.mutate(parent[0], rng)
+                tokens = space.mutate(self.tournament(rng), rng)
             info = play_tokens(env, tokens)
             self.population.append((tuple(tokens), float(info["reward"])))
             if len(self.population) > self.population_size:
-                self.population.popleft()
+                self.population.popleft()  # the oldest, not the worst: aging evolution
             on_evaluation(info)
+
+    def tournament(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """The tokens of the best (highest reward; first drawn on ties) of ``sample_size`` distinct members."""
+        picks = rng.choice(len(self.population), size=self.sample_size, replace=False)
+        return max((self.population[int(i)] for i in picks), key=lambda member: member[1])[0]
 
     def save(self, path: Path) -> None:
         members = [{"tokens": list(tokens), "reward": reward} for tokens, reward in self.population]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -40,10 +41,10 @@ class SB3Controller(Controller):
     :param algorithm: a callable (a class, or a Hydra ``_partial_``) taking ``env``, ``seed``, ``verbose`` and
         ``tensorboard_log`` keyword arguments and returning an SB3 ``BaseAlgorithm``; its hyper-parameters
         are bound in the config.
-    :param n_envs: envs stepped together; with ``vec_env=subproc`` their candidates are evaluated in parallel
-        processes (all share the store). The last step may finish up to ``n_envs - 1`` architectures past the
-        budget: they are kept in the store, not reported.
-    :param vec_env: ``dummy`` (one process) or ``subproc``.
+    :param n_envs: envs stepped together, each a copy of the given env on the same store; with
+        ``vec_env=subproc`` their candidates are evaluated in parallel processes. The last step may finish up
+        to ``n_envs - 1`` architectures past the budget: they are kept in the store, not reported.
+    :param vec_env: ``dummy`` (one process, the copies share the env's evaluator) or ``subproc``.
     :param rollout_archs: architectures per env per rollout of an on-policy algorithm: sets its ``n_steps`` to
         this many episodes of the env's space (42 tokens in the MnasNet space, 5 in the tabular one), so one
         config means the same in every space. None: the algorithm's own ``n_steps``.
@@ -74,11 +75,10 @@ class SB3Controller(Controller):
         self._checkpoint: Path | None = None
 
     def _vectorize(self, env: gym.Env) -> VecEnv:
-        if self.n_envs == 1 and self.vec_env == "dummy":
-            return DummyVecEnv([lambda: env])
-        # Each worker gets its own copy of the env (it pickles; the store reconnects per process).
-        factories = [lambda: env] * self.n_envs
-        return SubprocVecEnv(factories) if self.vec_env == "subproc" else DummyVecEnv(factories)
+        if self.vec_env == "subproc":
+            # Each worker unpickles its own copy of the env (the store reconnects to the same file per process).
+            return SubprocVecEnv([lambda: env] * self.n_envs)
+        return DummyVecEnv([lambda slot=slot: slot for slot in _dummy_slots(env, self.n_envs)])
 
     def search(
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
@@ -100,9 +100,12 @@ class SB3Controller(Controller):
             self.model.learn(
                 total_timesteps=timesteps,
                 callback=BudgetCallback(budget, on_evaluation),
+                log_interval=1,  # every update: a short search makes few (A2C's own default logs every 100th)
                 reset_num_timesteps=self._checkpoint is None,
                 tb_log_name="controller",
             )
+            # SB3 writes an update's losses at the start of the next one: the last update's would be lost.
+            self.model.logger.dump(self.model.num_timesteps)
         finally:
             vec_env.close()
 
@@ -122,3 +125,19 @@ class SB3Controller(Controller):
         file = path.with_suffix(".zip")
         self._checkpoint = file if file.exists() else None
         return self._checkpoint is not None
+
+
+def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:
+    """``env`` and ``n_envs - 1`` copies of it for a one-process vector env (SB3 refuses one instance twice).
+
+    The copies share ``env``'s evaluator and search space, so every slot writes to the same store (an
+    in-memory one included) and answers with the same estimators; only the episode state (tokens, position,
+    random generator) is per slot. The slots are stepped one after another, so sharing is safe.
+    """
+    shared = {}
+    for name in ("evaluator", "search_space"):
+        try:
+            shared[name] = env.get_wrapper_attr(name)
+        except AttributeError:  # an env other than nas-rl's: plain copies
+            pass
+    return [env] + [copy.deepcopy(env, {id(part): part for part in shared.values()}) for _ in range(n_envs - 1)]
