@@ -1,4 +1,7 @@
-"""Exceptions shared across roles."""
+"""Exceptions shared across roles, and the check behind their "accepted: an integer" messages."""
+
+import numbers
+from typing import Any
 
 
 class EvaluationFailed(Exception):
@@ -10,3 +13,8 @@ class EvaluationFailed(Exception):
 
 class ConfigError(ValueError):
     """A setting has a value that is not accepted; the message names the key, the value and what is accepted."""
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer setting (numpy integers included; ``True``/``False`` are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.errors import ConfigError, EvaluationFailed, is_int
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.latency.device import PRECISIONS, DeviceSpec, host_cpu
 
@@ -144,7 +144,7 @@ def benchmark_tflite(
     :return: statistics of the timed runs (of the kept round), in milliseconds.
     """
     _check_benchmark_settings(threads, warmup_min_runs, warmup_min_seconds, min_runs, min_seconds)
-    if not _is_int(rounds) or rounds < 1:
+    if not is_int(rounds) or rounds < 1:
         raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
     from ai_edge_litert.interpreter import Interpreter
 
@@ -224,7 +224,7 @@ class LiteRTLatency(LatencyModel):
         calibration_samples: int = 64,
     ) -> None:
         self.device = _resolve_device(device, threads, precision)
-        if not _is_int(calibration_samples) or calibration_samples < 1:
+        if not is_int(calibration_samples) or calibration_samples < 1:
             raise ConfigError(f"calibration_samples={calibration_samples!r} is not accepted; accepted: an integer >= 1")
         if representative_data is None and self.device.precision == "int8" and calibration_dataset is not None:
             dataset = calibration_dataset.load() if hasattr(calibration_dataset, "load") else calibration_dataset
@@ -232,15 +232,15 @@ class LiteRTLatency(LatencyModel):
                 from nas_rl.accuracy.datasets import calibration_images
 
                 representative_data = calibration_images(dataset, resolution, int(calibration_samples), int(seed))
-        if not _is_int(rounds) or rounds < 1:
+        if not is_int(rounds) or rounds < 1:
             raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
         self.rounds = int(rounds)
         _check_conversion(conversion)
         self.conversion = conversion
         self.drop_preempted = bool(drop_preempted)
-        if resolution is not None and (not _is_int(resolution) or resolution < 1):
+        if resolution is not None and (not is_int(resolution) or resolution < 1):
             raise ConfigError(f"resolution={resolution!r} is not accepted; accepted: an integer >= 1 or None")
-        if not _is_int(in_channels) or in_channels < 1:
+        if not is_int(in_channels) or in_channels < 1:
             raise ConfigError(f"in_channels={in_channels!r} is not accepted; accepted: an integer >= 1")
         _check_benchmark_settings(self.device.threads, warmup_min_runs, warmup_min_seconds, min_runs, min_seconds)
         # Normalised types: 1 and 1.0 must give the same fingerprint (the store's cache key).
@@ -469,15 +469,11 @@ def _check_benchmark_settings(
 ) -> None:
     integers = (("threads", threads, 1), ("warmup_min_runs", warmup_min_runs, 0), ("min_runs", min_runs, 1))
     for key, value, lowest in integers:
-        if not _is_int(value) or value < lowest:
+        if not is_int(value) or value < lowest:
             raise ConfigError(f"{key}={value!r} is not accepted; accepted: an integer >= {lowest}")
     for key, value in (("warmup_min_seconds", warmup_min_seconds), ("min_seconds", min_seconds)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
             raise ConfigError(f"{key}={value!r} is not accepted; accepted: a number of seconds >= 0")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _first_line(error: BaseException) -> str:

@@ -12,7 +12,7 @@ import numbers
 from typing import Any, Callable, Sequence
 
 from nas_rl.arch import ArchSpec, BlockSpec
-from nas_rl.errors import ConfigError
+from nas_rl.errors import ConfigError, is_int
 from nas_rl.spaces.base import Decision, SearchSpace
 
 #: MobileNetV2's inverted-residual skeleton (Sandler et al. 2018, table 2): width, repeats, stride.
@@ -124,11 +124,11 @@ class MnasNetSpace(SearchSpace):
 
         for name, low in (("resolution", 8), ("num_classes", 2), ("in_channels", 1), ("stem_channels", 1),
                           ("head_channels", 1)):  # fmt: skip
-            require(_is_int(settings[name]) and settings[name] >= low, name, f"an integer >= {low}")
-        require(_is_int(settings["stem_stride"]) and settings["stem_stride"] in (1, 2), "stem_stride", "1 or 2")
-        listed("base_widths", lambda v: _is_int(v) and v >= 1, "integers >= 1")
-        listed("base_repeats", lambda v: _is_int(v) and v >= 1, "integers >= 1")
-        listed("strides", lambda v: _is_int(v) and v in (1, 2), "strides, each 1 or 2")
+            require(is_int(settings[name]) and settings[name] >= low, name, f"an integer >= {low}")
+        require(is_int(settings["stem_stride"]) and settings["stem_stride"] in (1, 2), "stem_stride", "1 or 2")
+        listed("base_widths", lambda v: is_int(v) and v >= 1, "integers >= 1")
+        listed("base_repeats", lambda v: is_int(v) and v >= 1, "integers >= 1")
+        listed("strides", lambda v: is_int(v) and v in (1, 2), "strides, each 1 or 2")
         lengths = [len(settings[name]) for name in ("base_widths", "base_repeats", "strides")]
         if len(set(lengths)) != 1:
             raise ConfigError(
@@ -136,8 +136,8 @@ class MnasNetSpace(SearchSpace):
                 f"{lengths[0]}, {lengths[1]} and {lengths[2]}"
             )
         listed("width_multipliers", lambda v: _is_number(v) and v > 0, "numbers > 0", distinct=True)
-        listed("layer_offsets", _is_int, "integers", distinct=True)
-        listed("kernels", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, "positive odd integers", distinct=True)
+        listed("layer_offsets", is_int, "integers", distinct=True)
+        listed("kernels", lambda v: is_int(v) and v >= 1 and v % 2 == 1, "positive odd integers", distinct=True)
         listed("se_ratios", lambda v: _is_number(v) and 0 <= v <= 1, "numbers in [0, 1]", distinct=True)
 
     @property
@@ -239,10 +239,6 @@ def _index(value: Any, options: Sequence[Any], where: str, what: str) -> int:
         if option == value:
             return index
     raise ValueError(f"{where}: {what} {value!r} is not in this space's choices {list(options)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
