@@ -58,7 +58,7 @@ class TimedEnv(gym.Wrapper):
 
 
 def reward_target(table: Any, target: str) -> float:
-    from nas_rl.tabular.env import latency_midrange
+    from nas_rl.evaluation.reward import latency_midrange
 
     if target == "midrange":
         return latency_midrange(table)
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     import torch
 
-    from nas_rl.reward import MnasReward
-    from nas_rl.tabular import load_table
-    from nas_rl.tabular.table import write_synthetic_table
+    from nas_rl.benchmark import load_table
+    from nas_rl.evaluation.reward import MnasReward
+    from nas_rl.tools.build_table import write_synthetic_table
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        from nas_rl.tabular import load_table
-        from nas_rl.tabular.table import write_synthetic_table
+        from nas_rl.benchmark import load_table
+        from nas_rl.tools.build_table import write_synthetic_table
 
         table = args.table
         if args.synthetic:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from nas_rl.latency.profile import run_profile
-from nas_rl.latency.report import run_report
+from nas_rl.tools.latency_report import run_report
+from nas_rl.tools.profile import run_profile
 
 PROFILE_ONLY = ("profile.",)
 REPORT_ONLY = ("report.", "models.", "reference.")

@@ -58,7 +58,7 @@ def proxy_evaluation(table: Any, index: int) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from nas_rl.config import build
-    from nas_rl.tabular.build import load_recipe
+    from nas_rl.tools.build_table import load_recipe
 
     config = table.meta["recipe"].get("config")
     cfg = OmegaConf.create(config) if config else load_recipe()  # a synthetic table: the default recipe
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     import torch
 
-    from nas_rl.tabular import load_table
-    from nas_rl.tabular.table import write_synthetic_table
+    from nas_rl.benchmark import load_table
+    from nas_rl.tools.build_table import write_synthetic_table
 
     with tempfile.TemporaryDirectory() as scratch:
         table_ref = str(write_synthetic_table(Path(scratch) / "synthetic.npz")) if args.synthetic else args.table

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 import nas_rl.accuracy.proxy as proxy_module
-from nas_rl.accuracy.datasets import load_digits
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
 from nas_rl.arch import ArchSpec
+from nas_rl.data.datasets import load_digits
 from nas_rl.models.torch_builder import MNASNET_A1, build_torch_model
 
 NETWORKS = {

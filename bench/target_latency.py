@@ -24,7 +24,7 @@ def main(samples: int, overrides: list[str]) -> None:
     rng = np.random.default_rng(12345)
     values = []
     for index in range(samples):
-        arch = space.decode(space.sample(rng))
+        arch = space.sample_arch(rng)
         values.append(latency.latency_ms(arch))
         print(f"{index + 1:3d}/{samples} {values[-1]:8.3f} ms  {arch}", flush=True)
     quantiles = np.percentile(values, [10, 25, 50, 75, 90])

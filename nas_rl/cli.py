@@ -13,6 +13,7 @@ from hydra.errors import HydraException, InstantiationException, MissingConfigEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nas_rl._util import first_line
 from nas_rl.errors import ConfigError
 
 CONFIG_MODULE = "nas_rl.conf"
@@ -44,8 +45,8 @@ def _explain(error: Exception, override: str) -> str:
     if "not in struct" in message and "=" in override:
         key, value = override.split("=", 1)
         return f"{key}={value} is not accepted: {key} is not a key of the config (to add a new key: +{key}={value})"
-    first_line = message.strip().splitlines()[0]
-    return f"override {override!r}: {first_line}" if override else first_line
+    line = first_line(message)
+    return f"override {override!r}: {line}" if override else line
 
 
 def validate_overrides(config_name: str, overrides: list[str]) -> None:
@@ -53,13 +54,13 @@ def validate_overrides(config_name: str, overrides: list[str]) -> None:
     key or value stops the command with one line before any run or sweep job starts."""
     from hydra import compose, initialize_config_module
 
-    from nas_rl.search import check_search_settings
+    from nas_rl.runs.search import check_search_settings
 
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
     except HydraException as error:
-        _fail(str(error).strip().splitlines()[0])
+        _fail(first_line(error))
     # Every value of every sweep is checked once, with the other overrides at their first value.
     choices: list[list[str]] = []
     for override, text in zip(parsed, overrides):
@@ -85,7 +86,7 @@ def validate_overrides(config_name: str, overrides: list[str]) -> None:
             except ConfigError as error:
                 _fail(str(error))
             except OmegaConfBaseException as error:  # e.g. a mandatory ??? value left unset
-                _fail(str(error).strip().splitlines()[0])
+                _fail(first_line(error))
 
 
 def _culprit(error: Exception, overrides: list[str]) -> str:
@@ -128,7 +129,7 @@ def _search(cfg: DictConfig) -> None:
     from hydra.errors import CompactHydraException
     from hydra.types import RunMode
 
-    from nas_rl.search import print_summary, run_search
+    from nas_rl.runs.search import print_summary, run_search
 
     try:
         hydra_cfg = HydraConfig.get()
@@ -162,7 +163,7 @@ def report_main(argv: list[str] | None = None) -> None:
     (a sweep folder stands for its job folders)."""
     import argparse
 
-    from nas_rl.report import find_runs, report
+    from nas_rl.runs.run_report import find_runs, report
 
     parser = argparse.ArgumentParser(
         prog="nas-rl-report",
@@ -196,7 +197,7 @@ def report_main(argv: list[str] | None = None) -> None:
 def accuracy_report_main(cfg: DictConfig) -> None:
     """``nas-rl-accuracy-report``: correlations of every zero-cost proxy with proxy-trained accuracy on
     ``report.archs`` random architectures; table, CSV and scatter plot in the run dir."""
-    from nas_rl.accuracy.report import run_report
+    from nas_rl.tools.accuracy_report import run_report
 
     try:
         run_report(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -231,7 +232,7 @@ def _check_tool_overrides(config_name: str, keys: tuple[str, ...]) -> None:
 
 @hydra.main(config_path="pkg://nas_rl.conf", config_name="profile", version_base="1.3")
 def _profile(cfg: DictConfig) -> None:
-    from nas_rl.latency.profile import run_profile
+    from nas_rl.tools.profile import run_profile
 
     try:
         run_profile(cfg)
@@ -247,7 +248,7 @@ def profile_main() -> None:
 
 @hydra.main(config_path="pkg://nas_rl.conf", config_name="latency_report", version_base="1.3")
 def _latency_report(cfg: DictConfig) -> None:
-    from nas_rl.latency.report import run_report
+    from nas_rl.tools.latency_report import run_report
 
     try:
         run_report(cfg, Path(HydraConfig.get().runtime.output_dir))

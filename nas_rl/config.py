@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections.abc
+import functools
 import numbers
 import types
 import typing
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
@@ -28,6 +29,7 @@ def build(node: DictConfig | dict[str, Any], key: str, **kwargs: Any) -> Any:
     a constructor surfaces as itself; a TypeError or ValueError becomes a ConfigError naming ``key``.
     ``_convert_="all"`` hands plain dicts and lists to libraries that check ``isinstance(x, dict)`` (SB3).
     """
+    remap_targets(node._get_root() if OmegaConf.is_config(node) else node)
     check_argument_types(node, key, kwargs)
     try:
         return instantiate(node, _convert_="all", **kwargs)
@@ -143,5 +145,50 @@ def _is_scalar(value: Any, scalars: tuple[type, ...]) -> bool:
     return float in scalars and isinstance(value, numbers.Real)
 
 
-def to_container(node: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+def deferred(config: Any, key: str = "dataset") -> Callable[[], Any]:
+    """A function that builds ``config`` when called (``latency=litert`` loads the run's dataset only for int8)."""
+    return functools.partial(_build_or_none, config, key)
+
+
+def _build_or_none(config: Any, key: str) -> Any:
+    return None if config is None else build(config, key)
+
+
+#: ``_target_`` paths of releases before the layered layout (saved run configs and env specs name them), and
+#: where each one lives now. A released path keeps working: the one build helper reads it through this map.
+MOVED_TARGETS = {
+    "nas_rl.accuracy.datasets.": "nas_rl.data.datasets.",
+    "nas_rl.accuracy.tabular.": "nas_rl.benchmark.estimators.",
+    "nas_rl.latency.tabular.": "nas_rl.benchmark.estimators.",
+    "nas_rl.tabular.table.": "nas_rl.benchmark.table.",
+    "nas_rl.tabular.evaluator.": "nas_rl.evaluation.table_evaluator.",
+    "nas_rl.tabular.env.": "nas_rl.evaluation.reward.",
+    "nas_rl.reward.": "nas_rl.evaluation.reward.",
+    "nas_rl.data.datasets.DeferredDataset": "nas_rl.config.deferred",
+    "nas_rl.accuracy.datasets.DeferredDataset": "nas_rl.config.deferred",
+}
+
+
+def current_target(target: str) -> str:
+    """Where a (possibly pre-layers) ``_target_`` path lives in this release."""
+    for old, new in sorted(MOVED_TARGETS.items(), key=lambda item: -len(item[0])):
+        if target == old or (old.endswith(".") and target.startswith(old)):
+            return new + target[len(old):] if old.endswith(".") else new
+    return target
+
+
+def remap_targets(node: Any) -> None:
+    """Rewrite, in place, every ``_target_`` of ``node`` (a config, or a plain dict or list) that names a
+    pre-layers path to :func:`current_target`'s."""
+    if OmegaConf.is_config(node) and (node._is_none() or node._is_missing() or node._is_interpolation()):
+        return
+    if OmegaConf.is_dict(node) or isinstance(node, dict):
+        items = list(node.items_ex(resolve=False) if OmegaConf.is_config(node) else node.items())
+        for key, value in items:
+            if key == "_target_" and isinstance(value, str) and current_target(value) != value:
+                node[key] = current_target(value)
+            elif not isinstance(value, str):
+                remap_targets(value)
+    elif OmegaConf.is_list(node) or isinstance(node, list):
+        for value in node:
+            remap_targets(value)

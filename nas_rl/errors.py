@@ -1,7 +1,4 @@
-"""Exceptions shared across roles, and the check behind their "accepted: an integer" messages."""
-
-import numbers
-from typing import Any
+"""Exceptions shared across roles. Only ConfigError and DataError become one-line user errors at the entry points."""
 
 
 class EvaluationFailed(Exception):
@@ -15,6 +12,5 @@ class ConfigError(ValueError):
     """A setting has a value that is not accepted; the message names the key, the value and what is accepted."""
 
 
-def is_int(value: Any) -> bool:
-    """Whether ``value`` is an integer setting (numpy integers included; ``True``/``False`` are not)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+class DataError(ValueError):
+    """A file the user pointed at (dataset, table, checkpoint) is missing, unreadable or not what it must be."""

@@ -11,14 +11,14 @@ import torch
 from hydra import compose, initialize_config_module
 
 from nas_rl.accuracy.checkpoint import load_checkpoint, save_checkpoint
-from nas_rl.accuracy.datasets import SplitDataset, load_digits
 from nas_rl.accuracy.proxy import ProxyTraining, scale_width
 from nas_rl.arch import ArchSpec
 from nas_rl.config import build
+from nas_rl.data.datasets import SplitDataset, load_digits
 from nas_rl.errors import ConfigError, EvaluationFailed
-from nas_rl.evaluator import Evaluator
-from nas_rl.reward import MnasReward
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import EvaluationStore
 from tests.conftest import ChannelLatencyDouble, tiny_space
 
 #: Fast settings: a sliver of an epoch, one thread (the machine's cores are shared).
@@ -33,7 +33,7 @@ def digits(resolution: int = 16, max_samples: int = 300) -> SplitDataset:
 
 def tiny_arch(seed: int = 0) -> ArchSpec:
     space = tiny_space()
-    return space.decode(space.sample(np.random.default_rng(seed)))
+    return space.sample_arch(np.random.default_rng(seed))
 
 
 def small_arch(classes: int = 10, channels: int = 1, text: str = TEACHER_ARCH) -> ArchSpec:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nas_rl.accuracy.datasets import load_digits
 from nas_rl.accuracy.proxy import ProxyTraining
-from nas_rl.accuracy.report import BASELINES, accuracy_report, write_report
 from nas_rl.accuracy.zero_cost import PROXIES
+from nas_rl.data.datasets import load_digits
 from nas_rl.errors import ConfigError
+from nas_rl.tools.accuracy_report import BASELINES, accuracy_report, write_report
 from tests.conftest import TINY_OVERRIDES, tiny_space
 
 

@@ -12,10 +12,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from nas_rl.accuracy.datasets import SplitDataset, load_digits
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
-from nas_rl.accuracy.zero_cost import PROXIES, Calibration, ZeroCostProxy, naswot, sample_batches, score_arch
+from nas_rl.accuracy.zero_cost import (
+    PROXIES,
+    Calibration,
+    ZeroCostProxy,
+    naswot,
+    sample_batches,
+    score_arch,
+)
 from nas_rl.config import build
+from nas_rl.data.datasets import SplitDataset, load_digits
 from nas_rl.errors import ConfigError, EvaluationFailed
 from tests.conftest import tiny_space
 
@@ -37,7 +44,7 @@ def digits() -> SplitDataset:
 def archs(count: int, seed: int = 0):
     space = tiny_space()
     rng = np.random.default_rng(seed)
-    return [space.decode(space.sample(rng)) for _ in range(count)]
+    return [space.sample_arch(rng) for _ in range(count)]
 
 
 @pytest.mark.parametrize("proxy", PROXIES)

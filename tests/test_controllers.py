@@ -45,7 +45,7 @@ def test_controller_spends_its_budget_on_a_real_env(name: str) -> None:
 def test_rollout_size_is_counted_in_architectures_of_the_searched_space(tmp_path) -> None:
     """controller.rollout_archs=K: K episodes per PPO update in any space (K x 5 tokens on a 5-decision table)."""
     from nas_rl.errors import ConfigError
-    from nas_rl.tabular.table import write_synthetic_table
+    from nas_rl.tools.build_table import write_synthetic_table
 
     table = str(write_synthetic_table(tmp_path / "synthetic.npz"))
     env = gym.make("nas_rl/Tabular-v0", table=table)

@@ -11,8 +11,14 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from nas_rl.accuracy.datasets import load_cifar10, load_digits, load_image_folder, load_npz, read_cifar10
 from nas_rl.config import build
+from nas_rl.data.datasets import (
+    load_cifar10,
+    load_digits,
+    load_image_folder,
+    load_npz,
+    read_cifar10,
+)
 from nas_rl.errors import ConfigError
 from tests.conftest import TINY_OVERRIDES
 from tests.test_cli import run_cli

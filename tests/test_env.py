@@ -14,9 +14,9 @@ import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.envs.nas_env import NasEnv
 from nas_rl.envs.registry import spec_names
 from nas_rl.errors import ConfigError
-from nas_rl.evaluator import Evaluator
-from nas_rl.reward import MnasReward
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import EvaluationStore
 from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
 
 

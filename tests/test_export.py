@@ -14,12 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from nas_rl import export
+from nas_rl.runs import export
 from nas_rl.accuracy.checkpoint import load_checkpoint
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
-from nas_rl.export import ExportMismatch, check_logits, export_best, onnx_logits, tflite_logits
 from nas_rl.models.torch_builder import build_torch_model
+from nas_rl.runs.export import (
+    ExportMismatch,
+    check_logits,
+    export_best,
+    onnx_logits,
+    tflite_logits,
+)
 from tests.conftest import TINY_OVERRIDES
 
 TINY_ARCH = "ds_r1_k3_s1_c8:ir_r1_k3_s2_e3_c16_se0.25"
@@ -151,19 +157,19 @@ def test_images_of_the_wrong_shape_are_refused(tmp_path: Path, images: np.ndarra
 def test_export_of_a_search_is_the_network_proxy_training_trained(tmp_path: Path) -> None:
     """accuracy.width_multiplier=0.5 at a proxy resolution of 12: the exported files are that half-width network
     at 12x12, with the weights it was scored with, checked on the validation split at 12x12."""
-    from nas_rl.accuracy.datasets import load_digits
     from nas_rl.accuracy.proxy import ProxyTraining, scale_width
+    from nas_rl.data.datasets import load_digits
     from nas_rl.envs.nas_env import NasEnv
-    from nas_rl.evaluator import Evaluator
-    from nas_rl.reward import MnasReward
-    from nas_rl.search import SearchResult, export_best_architecture
-    from nas_rl.store import EvaluationStore
+    from nas_rl.evaluation.evaluator import Evaluator
+    from nas_rl.evaluation.reward import MnasReward
+    from nas_rl.evaluation.store import EvaluationStore
+    from nas_rl.runs.search import SearchResult, export_best_architecture
     from tests.conftest import ChannelLatencyDouble, tiny_space
 
     space = tiny_space()
     proxy = ProxyTraining(load_digits(resolution=16), epochs=0.1, threads=1, resolution=12, width_multiplier=0.5)
     env = NasEnv(space, Evaluator(proxy, ChannelLatencyDouble(), MnasReward(1.0), EvaluationStore(":memory:")))
-    arch = space.decode(space.sample(np.random.default_rng(0)))
+    arch = space.sample_arch(np.random.default_rng(0))
     result = SearchResult(tmp_path, [], {"arch": arch.to_string()})
     (tmp_path / "best.json").write_text("{}")
 
@@ -187,7 +193,7 @@ def test_a_search_whose_export_mismatches_keeps_its_outputs_and_fails(tmp_path: 
     args = [*(o for o in TINY_OVERRIDES if not o.startswith("latency.")), "latency=flops", "latency.ms_per_mac=1e-6",
             "controller=random", "search.budget=2", "search.progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     code = (
-        "import sys; from nas_rl import export; from tests.test_export import perturbed; "
+        "import sys; from nas_rl.runs import export; from tests.test_export import perturbed; "
         "original = export.export_onnx; "
         "export.export_onnx = lambda model, *args: original(perturbed(model), *args); "
         f"sys.argv = ['nas-rl', *{args!r}]; "

@@ -263,8 +263,8 @@ def test_int8_from_the_config_calibrates_on_the_runs_dataset(tiny_overrides: lis
     """latency.precision=int8 converts with the run's training images, resized to the deployment resolution."""
     from hydra import compose, initialize_config_module
 
-    from nas_rl.accuracy.datasets import DeferredDataset, calibration_images, load_digits
     from nas_rl.config import build
+    from nas_rl.data.datasets import calibration_images, load_digits
 
     overrides = [*tiny_overrides, "latency.precision=int8", "latency.resolution=24", "latency.calibration_samples=8"]
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
@@ -273,7 +273,7 @@ def test_int8_from_the_config_calibrates_on_the_runs_dataset(tiny_overrides: lis
     expected = calibration_images(load_digits(resolution=16), 24, 8, 0)
     assert latency.representative_data.shape == (8, 24, 24, 1)
     np.testing.assert_allclose(latency.representative_data, expected)
-    no_data = LiteRTLatency(precision="int8", resolution=24, calibration_dataset=DeferredDataset(None))
+    no_data = LiteRTLatency(precision="int8", resolution=24, calibration_dataset=lambda: None)
     assert no_data.representative_data is None and no_data.fingerprint()["calibration"] == "synthetic"
     space = build(cfg.search_space, "search_space")
-    assert latency.measure(space.decode(space.sample(np.random.default_rng(0)))).runs >= 10
+    assert latency.measure(space.sample_arch(np.random.default_rng(0))).runs >= 10

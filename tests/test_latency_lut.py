@@ -15,16 +15,22 @@ import pytest
 
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.latency.base import LatencyStats
 from nas_rl.latency.device import host_cpu
 from nas_rl.latency.flops_latency import FlopsLatency
+from nas_rl.latency.latency_table import LatencyTable, table_target
 from nas_rl.latency.layers import network_entries, space_entries
 from nas_rl.latency.lut import LookupTableLatency
 from nas_rl.latency.predictor import LatencyPredictor
-from nas_rl.latency.profile import draw_architectures
-from nas_rl.latency.base import LatencyStats
-from nas_rl.latency.report import compare, held_out_architectures, markdown, repeatability, score, summarise
-from nas_rl.latency.table import LatencyTable, table_target
 from nas_rl.spaces.mnasnet import MnasNetSpace
+from nas_rl.tools.latency_report import (
+    compare,
+    held_out_architectures,
+    markdown,
+    repeatability,
+    score,
+    summarise,
+)
 
 RESOLUTION = 16
 #: The synthetic device: whole networks cost 1.1 x the sum of their entries plus 0.05 ms.
@@ -59,7 +65,7 @@ def write_synthetic_table(path: Path, space: MnasNetSpace, networks: int = 30, p
         stats = {"median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "max_ms": ms, "runs": 20}
         rows.append({"row": "entry", "key": entry.key, "config": entry.describe(), "macs": macs, "params": macs // 10,
                      **stats})  # fmt: skip
-    for index, arch in enumerate(draw_architectures(space, 0, networks)):
+    for index, arch in enumerate(space.sample_archs(0, networks)):
         ms = INTERCEPT + SLOPE * sum(entry_ms(e.key) for e in network_entries(arch, RESOLUTION))
         rows.append({"row": "network", "index": index, "arch": arch.to_string(), "median_ms": ms, "mean_ms": ms,
                      "std_ms": 0.0, "min_ms": ms, "max_ms": ms, "runs": 50})  # fmt: skip
@@ -86,7 +92,7 @@ def test_default_space_has_1380_distinct_entries_covering_every_sampled_network(
     entries = space_entries(space, 224)
     keys = {entry.key for entry in entries}
     assert len(entries) == len(keys) == 1380  # 1376 layers, 1 stem, 3 heads (one per last-block width)
-    for arch in draw_architectures(space, 7, 200):
+    for arch in space.sample_archs(7, 200):
         assert {entry.key for entry in network_entries(arch, 224)} <= keys
 
 
@@ -102,7 +108,7 @@ def test_entry_costs_add_up_to_the_networks_multiply_adds() -> None:
     from nas_rl.models.flops import multiply_adds, parameter_count
 
     space = small_space(se_ratios=(0.25,))
-    for arch in draw_architectures(space, 3, 1):
+    for arch in space.sample_archs(3, 1):
         costs = [entry_cost(entry) for entry in network_entries(arch, RESOLUTION)]
         assert sum(c[0] for c in costs) == multiply_adds(arch, RESOLUTION)
         assert sum(c[1] for c in costs) == parameter_count(arch)
@@ -113,7 +119,7 @@ def test_entry_costs_add_up_to_the_networks_multiply_adds() -> None:
 
 def test_lut_predicts_the_sum_of_entries_plus_the_fitted_overhead(table_file: Path) -> None:
     space = small_space()
-    arch = draw_architectures(space, 123, 1)[0]
+    arch = space.sample_archs(123, 1)[0]
     total = sum(entry_ms(e.key) for e in network_entries(arch, RESOLUTION))
     assert lut(table_file, overhead="none").latency_ms(arch) == pytest.approx(total)
     model = lut(table_file)  # linear: recovers the synthetic device's slope and intercept
@@ -131,7 +137,7 @@ def test_lut_fingerprint_pickle_and_speed(table_file: Path) -> None:
     assert json.loads(json.dumps(fingerprint)) == fingerprint
     assert fingerprint["kind"] == "lut" and fingerprint["device"]["precision"] == "fp32"
     clone = pickle.loads(pickle.dumps(model))
-    archs = draw_architectures(small_space(), 5, 200)
+    archs = small_space().sample_archs(5, 200)
     assert [clone.latency_ms(a) for a in archs[:5]] == [model.latency_ms(a) for a in archs[:5]]
     start = time.perf_counter()
     for arch in archs:
@@ -141,7 +147,7 @@ def test_lut_fingerprint_pickle_and_speed(table_file: Path) -> None:
 
 def test_missing_entry_fails_with_how_to_complete_the_table(tmp_path: Path) -> None:
     space = small_space()
-    arch = draw_architectures(space, 11, 1)[0]
+    arch = space.sample_archs(11, 1)[0]
     missing = network_entries(arch, RESOLUTION)[3].key
     path = write_synthetic_table(tmp_path / "t.jsonl", space, skip=(missing,)).path
     with pytest.raises(ConfigError) as raised:
@@ -153,7 +159,7 @@ def test_missing_entry_fails_with_how_to_complete_the_table(tmp_path: Path) -> N
 
 def test_entry_that_failed_to_profile_fails_the_architecture(tmp_path: Path) -> None:
     space = small_space()
-    arch = draw_architectures(space, 12, 1)[0]
+    arch = space.sample_archs(12, 1)[0]
     key = network_entries(arch, RESOLUTION)[2].key
     path = write_synthetic_table(tmp_path / "t.jsonl", space, skip=(key,)).path
     LatencyTable.read(path).append({"row": "entry", "key": key, "config": {}, "error": "TFLite conversion failed: X"})
@@ -165,7 +171,7 @@ def test_on_miss_measure_refuses_a_table_of_another_computer(tmp_path: Path) -> 
     table = write_synthetic_table(tmp_path / "t.jsonl", small_space())
     text = table.path.read_text().replace(json.dumps(host_cpu().cpu_model), json.dumps("Other CPU 9000"), 1)
     table.path.write_text(text)
-    assert lut(table.path).latency_ms(draw_architectures(small_space(), 1, 1)[0]) > 0  # lookups are fine
+    assert lut(table.path).latency_ms(small_space().sample_archs(1, 1)[0]) > 0  # lookups are fine
     with pytest.raises(ConfigError, match="cpu_model: table 'Other CPU 9000'"):
         lut(table.path, on_miss="measure")
 
@@ -219,7 +225,7 @@ def test_table_built_for_other_settings_is_refused_naming_both(table_file: Path,
 
 
 def test_training_resolution_of_the_space_does_not_matter(table_file: Path) -> None:
-    assert lut(table_file, small_space(resolution=64)).latency_ms(draw_architectures(small_space(), 2, 1)[0]) > 0
+    assert lut(table_file, small_space(resolution=64)).latency_ms(small_space().sample_archs(2, 1)[0]) > 0
 
 
 @pytest.mark.parametrize(
@@ -262,7 +268,7 @@ def test_default_path_is_the_name_the_profiler_gives(tmp_path: Path) -> None:
 @pytest.mark.parametrize("regressor", ["ridge", "linear", "gbr"])
 def test_predictor_learns_the_synthetic_device(table_file: Path, regressor: str) -> None:
     model = LatencyPredictor(small_space(), RESOLUTION, table_file, regressor=regressor, log=regressor != "gbr")
-    held_out = draw_architectures(small_space(), 99, 20)
+    held_out = small_space().sample_archs(99, 20)
     sums = [sum(entry_ms(e.key) for e in network_entries(arch, RESOLUTION)) for arch in held_out]
     measured = INTERCEPT + SLOPE * np.array(sums)
     predicted = np.array([model.latency_ms(a) for a in held_out])
@@ -281,14 +287,14 @@ def test_predictor_refuses_too_few_samples_unknown_regressors_and_features(tmp_p
     with pytest.raises(ConfigError, match="features="):
         LatencyPredictor(small_space(), RESOLUTION, path, features=["lut_ms", "colour"], min_samples=2)
     assert LatencyPredictor(small_space(), RESOLUTION, path, min_samples=4).latency_ms(
-        draw_architectures(small_space(), 1, 1)[0]) > 0  # fmt: skip
+        small_space().sample_archs(1, 1)[0]) > 0  # fmt: skip
 
 
 def test_flops_baseline_is_macs_times_a_fitted_constant(tmp_path: Path) -> None:
     from nas_rl.models.flops import multiply_adds
 
     table_file = write_synthetic_table(tmp_path / "t.jsonl", small_space(), networks=4).path
-    arch = draw_architectures(small_space(), 5, 1)[0]
+    arch = small_space().sample_archs(5, 1)[0]
     given = FlopsLatency(RESOLUTION, ms_per_mac=1e-6)
     assert given.latency_ms(arch) == pytest.approx(multiply_adds(arch, RESOLUTION) * 1e-6)
     fitted = FlopsLatency(RESOLUTION, space=small_space(), path=table_file)
@@ -337,7 +343,7 @@ class ScriptedReference:
 
 
 def test_report_times_every_architecture_once_per_pass_and_keeps_the_lowest_median(table_file: Path) -> None:
-    archs = draw_architectures(small_space(), 7, 3)
+    archs = small_space().sample_archs(7, 3)
     names = [a.to_string() for a in archs]
     reference = ScriptedReference({names[0]: [2.0, 1.0], names[1]: [3.0, 3.3], names[2]: [4.0, 4.0]})
     written = []
@@ -380,4 +386,4 @@ def test_latency_options_compose_and_build_from_the_search_config(
         cfg = compose("config", overrides=[*tiny_overrides[:5], f"latency={option}", f"latency.path={table_file}"])
     model = build(cfg.latency, "latency")
     assert model.fingerprint()["kind"] == option
-    assert model.latency_ms(draw_architectures(small_space(), 4, 1)[0]) > 0
+    assert model.latency_ms(small_space().sample_archs(4, 1)[0]) > 0

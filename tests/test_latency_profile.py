@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from nas_rl.latency.device import host_cpu
+from nas_rl.latency.latency_table import LatencyTable
 from nas_rl.latency.layers import entry_model, network_entries, space_entries
 from nas_rl.latency.lut import LookupTableLatency
-from nas_rl.latency.profile import draw_architectures, profile_device
-from nas_rl.latency.table import LatencyTable
 from nas_rl.spaces.mnasnet import MnasNetSpace
+from nas_rl.tools.profile import profile_device
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ class _Interrupt(Exception):
 def interrupted_then_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Profile, interrupted after 3 entries with a half-written row left behind (a kill), then resumed with a
     second pass over every entry."""
-    import nas_rl.latency.profile as profile_module
+    import nas_rl.tools.profile as profile_module
 
     path = tmp_path_factory.mktemp("tables") / "micro.jsonl"
     real_measure, calls = profile_module.measure_entry, []
@@ -111,7 +111,7 @@ def test_resumed_profile_keeps_what_was_measured_and_measures_only_the_rest(inte
 
 def test_entry_models_have_the_sizes_the_table_assumes() -> None:
     space = MnasNetSpace(**{**MICRO, "base_widths": (16, 24), "base_repeats": (1, 2), "strides": (2, 2)})
-    for arch in draw_architectures(space, 0, 2):
+    for arch in space.sample_archs(0, 2):
         for entry in network_entries(arch, 15):  # odd sizes: stride-2 rounding must agree with Keras
             output = entry_model(entry).outputs[0].shape
             if entry.kind != "head":
@@ -120,7 +120,7 @@ def test_entry_models_have_the_sizes_the_table_assumes() -> None:
 
 def test_lut_on_a_measured_table_and_measuring_a_miss_into_it(interrupted_then_resumed: dict, tmp_path: Path) -> None:
     source = interrupted_then_resumed["path"]
-    arch = draw_architectures(micro_space(), 5, 1)[0]
+    arch = micro_space().sample_archs(5, 1)[0]
     model = LookupTableLatency(micro_space(), RESOLUTION, source)
     assert model.latency_ms(arch) > 0 and model.coefficients != (0.0, 1.0)
     missing = network_entries(arch, RESOLUTION)[1].key
@@ -138,7 +138,7 @@ def test_int8_table_is_measured_quantized_and_refused_for_fp32(tmp_path: Path) -
     table = result.table
     assert table.header["device"]["precision"] == "int8" and result.entries_measured == 6
     assert all("error" not in row and row["median_ms"] > 0 for row in table.entries.values())
-    arch = draw_architectures(micro_space(), 3, 1)[0]
+    arch = micro_space().sample_archs(3, 1)[0]
     assert LookupTableLatency(micro_space(), RESOLUTION, table.path, precision="int8").latency_ms(arch) > 0
     with pytest.raises(ConfigError, match="precision: table has 'int8', this run asks for 'fp32'"):
         LookupTableLatency(micro_space(), RESOLUTION, table.path)
@@ -147,7 +147,7 @@ def test_int8_table_is_measured_quantized_and_refused_for_fp32(tmp_path: Path) -
 def test_report_compares_every_model_on_held_out_architectures(interrupted_then_resumed: dict, tmp_path: Path) -> None:
     from hydra import compose, initialize_config_module
 
-    from nas_rl.latency.report import run_report
+    from nas_rl.tools.latency_report import run_report
 
     overrides = MICRO_OVERRIDES + [
         f"table={interrupted_then_resumed['path']}", "models.predictor.min_samples=3", "report.samples=3",

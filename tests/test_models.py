@@ -87,7 +87,7 @@ def test_torch_and_keras_agree_on_architectures_sampled_from_the_search_space() 
     space = MnasNetSpace(resolution=16, num_classes=10, in_channels=1, stem_channels=8, head_channels=32,
                          base_widths=(8, 8, 16, 16, 24, 24, 32), base_repeats=(1, 2, 2, 2, 1, 2, 1))  # fmt: skip
     rng = np.random.default_rng(0)
-    archs = list(dict.fromkeys(space.decode(space.sample(rng)) for _ in range(8)))
+    archs = list(dict.fromkeys(space.sample_arch(rng) for _ in range(8)))
     assert len(archs) == 8
     for arch in archs:
         keras_params = keras_trainable_parameters(build_keras_model(arch, space.resolution))

@@ -20,12 +20,12 @@ from matplotlib.image import imread
 from nas_rl.arch import ArchSpec
 from nas_rl.cli import report_main
 from nas_rl.errors import EvaluationFailed
-from nas_rl.evaluator import Evaluator
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.latency.base import LatencyStats
-from nas_rl.report import best_so_far, load_run, pareto_front, write_run_plots
-from nas_rl.reward import MnasReward
-from nas_rl.search import write_outputs
-from nas_rl.store import EvaluationStore
+from nas_rl.runs.run_report import best_so_far, load_run, pareto_front, write_run_plots
+from nas_rl.runs.search import write_outputs
 from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
 
 
@@ -111,7 +111,7 @@ def make_run(run_dir: Path, seed: int, count: int, target_ms: float, controller:
     """A run folder written by the search's own output code, from test doubles: ``count`` sampled architectures,
     the second one failing, then the first one again (a cache hit)."""
     space, rng = tiny_space(), np.random.default_rng(seed)
-    archs = [space.decode(space.sample(rng)) for _ in range(count)]
+    archs = [space.sample_arch(rng) for _ in range(count)]
     archs.append(archs[0])
     store = EvaluationStore(run_dir / "evaluations.sqlite")
     latency = FailingLatencyDouble({archs[1].to_string()})
@@ -123,7 +123,7 @@ def make_run(run_dir: Path, seed: int, count: int, target_ms: float, controller:
     config = {
         "seed": seed,
         "search": {"budget": len(archs)},
-        "reward": {"_target_": "nas_rl.reward.MnasReward", "target_ms": target_ms, "alpha": -0.07, "beta": -0.07},
+        "reward": {"_target_": "nas_rl.evaluation.reward.MnasReward", "target_ms": target_ms, "alpha": -0.07, "beta": -0.07},
         "controller": {"_target_": "nas_rl.controllers.sb3.SB3Controller",
                        "algorithm": {"_target_": "sb3_contrib.MaskablePPO", "_partial_": True}},
     }  # fmt: skip

@@ -1,15 +1,24 @@
-"""MnasNet reward: both constraint branches and the target itself."""
+"""MnasNet reward: both constraint branches of the shipped YAMLs, and the target itself."""
 
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_module
 
+from nas_rl.config import build
 from nas_rl.errors import ConfigError
-from nas_rl.reward import MnasReward
+from nas_rl.evaluation.reward import MnasReward
+
+
+def shipped_reward(option: str, target_ms: float) -> MnasReward:
+    """The reward ``conf/reward/<option>.yaml`` builds at ``target_ms``."""
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"reward={option}", f"reward.target_ms={target_ms}"])
+    return build(cfg.reward, "reward")
 
 
 def test_soft_constraint_rewards_faster_and_penalises_slower() -> None:
-    reward = MnasReward.preset("soft", target_ms=10.0)
+    reward = shipped_reward("soft", target_ms=10.0)
     assert reward(0.8, 10.0) == pytest.approx(0.8)
     assert reward(0.8, 5.0) == pytest.approx(0.8 * 0.5**-0.07)
     assert reward(0.8, 20.0) == pytest.approx(0.8 * 2.0**-0.07)
@@ -17,7 +26,7 @@ def test_soft_constraint_rewards_faster_and_penalises_slower() -> None:
 
 
 def test_hard_constraint_is_flat_below_target_and_steep_above() -> None:
-    reward = MnasReward.preset("hard", target_ms=10.0)
+    reward = shipped_reward("hard", target_ms=10.0)
     assert reward(0.8, 1.0) == pytest.approx(0.8)
     assert reward(0.8, 10.0) == pytest.approx(0.8)
     assert reward(0.8, 20.0) == pytest.approx(0.4)

@@ -21,7 +21,7 @@ from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.arch import ArchSpec
 from nas_rl.cli import group_options
 from nas_rl.errors import EvaluationFailed
-from nas_rl.search import print_summary, run_search
+from nas_rl.runs.search import print_summary, run_search
 from tests.conftest import TINY_OVERRIDES, ChannelLatencyDouble
 
 BUDGET = 8

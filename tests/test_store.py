@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from nas_rl.errors import EvaluationFailed
-from nas_rl.evaluator import Evaluator
-from nas_rl.reward import MnasReward
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import EvaluationStore
 from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
 
 

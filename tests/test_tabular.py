@@ -13,19 +13,18 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from nas_rl.accuracy.tabular import TabularAccuracy
+from nas_rl.tools import build_table as tabular_build
+from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
+from nas_rl.benchmark.table import ARRAYS, load_table, write_table
 from nas_rl.config import build
 from nas_rl.envs.registry import make_env
 from nas_rl.errors import ConfigError, EvaluationFailed
-from nas_rl.evaluator import Evaluator
-from nas_rl.latency.tabular import TabularLatency
-from nas_rl.reward import MnasReward
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward, latency_midrange
+from nas_rl.evaluation.store import EvaluationStore
+from nas_rl.evaluation.table_evaluator import TabularEvaluator
 from nas_rl.spaces.tabular import TabularSpace
-from nas_rl.store import EvaluationStore
-from nas_rl.tabular import build as tabular_build
-from nas_rl.tabular.env import latency_midrange
-from nas_rl.tabular.evaluator import TabularEvaluator
-from nas_rl.tabular.table import ARRAYS, load_table, write_synthetic_table, write_table
+from nas_rl.tools.build_table import write_synthetic_table
 
 STAGES = [["ds_r1_k3_s1_c4", "ir_r1_k3_s1_e3_c4", "ir_r1_k5_s1_e3_c4"], ["ir_r1_k3_s2_e3_c8", "ir_r1_k3_s2_e6_c8"]]
 
@@ -217,7 +216,7 @@ search_space:
   - [ds_r1_k3_s1_c4, ir_r1_k3_s1_e3_c4]
   - [ir_r1_k3_s2_e3_c8, ir_r1_k5_s2_e6_c8]
 dataset:
-  _target_: nas_rl.accuracy.datasets.load_digits
+  _target_: nas_rl.data.datasets.load_digits
   resolution: ${search_space.resolution}
   val_fraction: 0.2
   seed: 0

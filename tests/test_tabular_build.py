@@ -13,10 +13,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from nas_rl.accuracy.tabular import TabularAccuracy
-from nas_rl.latency.tabular import TabularLatency
-from nas_rl.tabular import build as tabular_build
-from nas_rl.tabular import load_table
+from nas_rl.tools import build_table as tabular_build
+from nas_rl.benchmark import load_table
+from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
 from nas_rl.envs.registry import make_env
 from tests.test_tabular import tiny_recipe_file
 

@@ -12,9 +12,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from nas_rl.controllers.sb3 import SB3Controller
 from nas_rl.envs.nas_env import NasEnv
-from nas_rl.evaluator import Evaluator
-from nas_rl.reward import MnasReward
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import EvaluationStore
 from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
 
 

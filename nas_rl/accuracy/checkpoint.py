@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from nas_rl._util import first_line
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.models.torch_builder import build_torch_model
@@ -79,8 +80,7 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  (any unreadable file is the same user error)
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{key}={path}: not readable as {expected} ({type(error).__name__}: {first_line})") from None
+        raise ConfigError(f"{key}={path}: not readable as {expected} ({type(error).__name__}: {first_line(error, ' ')})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{key}={path}: not {expected}")
     if payload.get("version") != VERSION:
@@ -95,8 +95,7 @@ def load_checkpoint(path: str | Path, key: str = "checkpoint") -> Checkpoint:
     try:
         checkpoint.build_model()
     except RuntimeError as error:
-        first_line = (str(error).strip().splitlines() or [""])[0]
         raise ConfigError(
-            f"{key}={path}: weights do not match its architecture {arch.to_string()!r} ({first_line})"
+            f"{key}={path}: weights do not match its architecture {arch.to_string()!r} ({first_line(error, ' ').strip()})"
         ) from None
     return checkpoint

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.accuracy.checkpoint import Checkpoint, load_checkpoint
-from nas_rl.accuracy.datasets import SplitDataset
 from nas_rl.arch import ArchSpec
+from nas_rl.data.datasets import SplitDataset
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.models.torch_builder import build_torch_model
 

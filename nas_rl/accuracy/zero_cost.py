@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_rl._util import write_text_atomically
 from nas_rl.accuracy.base import AccuracyEstimator
-from nas_rl.accuracy.datasets import SplitDataset
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
 from nas_rl.arch import ArchSpec
+from nas_rl.data.datasets import SplitDataset
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.models.torch_builder import build_torch_model
 from nas_rl.spaces.base import SearchSpace
@@ -285,7 +285,7 @@ class ZeroCostProxy(AccuracyEstimator):
     def calibration(self) -> Calibration:
         """The score -> accuracy map, fitted on first use (calibration accuracies from the cache when there)."""
         if self._calibration is None:
-            archs = sample_archs(self.search_space, self.calibration_archs, self.calibration_seed)
+            archs = self.search_space.sample_archs(self.calibration_seed, self.calibration_archs, distinct=True)
             accuracies = self._calibration_accuracies(archs)
             scores = [self.score(arch) for arch in archs]
             self._calibration = Calibration([a.to_string() for a in archs], accuracies, scores)
@@ -312,17 +312,6 @@ class ZeroCostProxy(AccuracyEstimator):
         return [known[arch.to_string()] for arch in archs]
 
 
-def sample_archs(space: SearchSpace, count: int, seed: int) -> list[ArchSpec]:
-    """``count`` distinct architectures sampled uniformly from ``space`` with ``seed`` (fewer if the space is smaller)."""
-    rng = np.random.default_rng(seed)
-    archs: dict[str, ArchSpec] = {}
-    for _ in range(count * 20):
-        arch = space.decode(space.sample(rng))
-        archs.setdefault(arch.to_string(), arch)
-        if len(archs) == count:
-            break
-    return list(archs.values())
-
 
 def sample_batches(
     dataset: SplitDataset, batches: int, batch_size: int, seed: int
@@ -346,7 +335,4 @@ def _read_cache(path: Path | None) -> dict[str, float | None]:
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(payload, indent=1, sort_keys=True))

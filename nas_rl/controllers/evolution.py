@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from nas_rl._util import write_text_atomically
 from nas_rl.controllers.base import Controller, OnEvaluation, play_tokens
 from nas_rl.errors import ConfigError
 
@@ -69,9 +70,7 @@ class RegularizedEvolution(Controller):
 
     def save(self, path: Path) -> None:
         members = [{"tokens": list(tokens), "reward": reward} for tokens, reward in self.population]
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"population": members}))
-        temporary.replace(path.with_suffix(".json"))
+        write_text_atomically(path.with_suffix(".json"), json.dumps({"population": members}))
 
     def load(self, path: Path) -> bool:
         file = path.with_suffix(".json")

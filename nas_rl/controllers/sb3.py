@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from nas_rl._util import atomic_write
 from nas_rl.controllers.base import Controller, OnEvaluation
 from nas_rl.errors import ConfigError
 
@@ -117,9 +118,8 @@ class SB3Controller(Controller):
 
     def save(self, path: Path) -> None:
         if self.model is not None:
-            temporary = path.with_name(path.name + ".tmp.zip")
-            self.model.save(temporary)
-            temporary.replace(path.with_suffix(".zip"))
+            with atomic_write(path.with_suffix(".zip")) as temporary:
+                self.model.save(temporary)
 
     def load(self, path: Path) -> bool:
         file = path.with_suffix(".zip")

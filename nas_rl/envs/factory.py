@@ -6,15 +6,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas_rl.config import build
 from nas_rl.envs.nas_env import NasEnv
-from nas_rl.evaluator import Evaluator
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.store import EvaluationStore
 
 
 def build_env(cfg: DictConfig, store: EvaluationStore, run_id: str) -> NasEnv:
     """NasEnv from the ``search_space``, ``accuracy``, ``latency``, ``reward`` and ``env`` sections of ``cfg``.
 
     An optional ``evaluator`` section names another evaluator class (``_target_``, called with the same roles),
-    e.g. the tabular fast path of ``envs/Tabular-v0.yaml``; without it, :class:`~nas_rl.evaluator.Evaluator`.
+    e.g. the tabular fast path of ``envs/Tabular-v0.yaml``; without it, :class:`~nas_rl.evaluation.evaluator.Evaluator`.
     """
     roles = {
         "accuracy": build(cfg.accuracy, "accuracy"),

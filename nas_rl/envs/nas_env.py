@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from nas_rl.errors import ConfigError
-from nas_rl.evaluator import Evaluator
+from nas_rl.evaluation.evaluator import Evaluator
 from nas_rl.spaces.base import SearchSpace
 
 #: What an action outside the valid choices of the current decision does (unmasked algorithms send them).

@@ -28,7 +28,7 @@ def load_spec(name: str) -> DictConfig:
 def make_env(spec: str, store: str = ":memory:", run_id: str = "gym", **overrides: Any) -> gym.Env:
     """Entry point of every registered id; keyword arguments override spec fields (nested dicts merge)."""
     from nas_rl.envs.factory import build_env
-    from nas_rl.store import EvaluationStore
+    from nas_rl.evaluation.store import EvaluationStore
 
     cfg = load_spec(spec)
     unknown = sorted(set(overrides) - set(cfg))

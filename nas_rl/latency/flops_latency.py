@@ -18,8 +18,13 @@ import numpy as np
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
+from nas_rl.latency.latency_table import (
+    LatencyTable,
+    check_target,
+    table_path,
+    table_target,
+)
 from nas_rl.latency.layers import network_entries
-from nas_rl.latency.table import LatencyTable, check_target, table_path, table_target
 
 
 class FlopsLatency(LatencyModel):

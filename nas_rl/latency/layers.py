@@ -16,9 +16,9 @@ from typing import Any
 from nas_rl.arch import ArchSpec, BlockSpec
 from nas_rl.errors import ConfigError
 from nas_rl.models.torch_builder import LayerSpec, stage_layers
+from nas_rl.spaces.base import FactorizedSpace, SearchSpace
 
 #: Entry kinds, in network order.
-KINDS = ("stem", "layer", "head")
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,13 @@ def stage_entries(
     return tuple(entries), size
 
 
-def space_entries(space: Any, resolution: int) -> list[Entry]:
+def space_entries(space: SearchSpace, resolution: int) -> list[Entry]:
     """Every distinct entry an architecture of ``space`` can have at ``resolution``, in network order.
 
     Needs a factorized space: ``space.stage_choices()`` lists each block's possible stages, and every
     combination is an architecture (as in :class:`~nas_rl.spaces.mnasnet.MnasNetSpace`).
     """
-    if not hasattr(space, "stage_choices"):
+    if not isinstance(space, FactorizedSpace):
         raise ConfigError(
             f"search space {type(space).__name__} cannot list its layers for a latency table; accepted: a space "
             "with stage_choices() (e.g. nas_rl.spaces.mnasnet.MnasNetSpace)"

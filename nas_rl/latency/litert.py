@@ -10,24 +10,25 @@ and a search whose latency comes from elsewhere never loads TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
-import io
 import numbers
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from nas_rl._util import clear_keras_session, first_line, is_int, silenced_output
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import ConfigError, EvaluationFailed, is_int
+from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.latency.device import PRECISIONS, DeviceSpec, host_cpu
+
+if TYPE_CHECKING:
+    from nas_rl.data.datasets import SplitDataset
 
 #: Calibration samples drawn when int8 conversion is asked for without representative data.
 SYNTHETIC_CALIBRATION_SAMPLES = 8
@@ -92,7 +93,7 @@ def convert_to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _silenced_output(), warnings.catch_warnings():
+    with silenced_output(), warnings.catch_warnings():
         # Legacy check that ignores the representative dataset: with int8 I/O it always fires.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return converter.convert()
@@ -101,14 +102,16 @@ def convert_to_tflite(
 def _frozen_graph_converter(keras_model: Any) -> Any:
     """A converter of the inference function of ``keras_model`` with its variables folded into constants."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     specs = [tf.TensorSpec(tensor.shape, tensor.dtype) for tensor in keras_model.inputs]
 
     def inference(*inputs: Any) -> Any:
         return keras_model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
 
-    with _silenced_output():
+    with silenced_output():
         concrete = tf.function(inference).get_concrete_function(*specs)
         return tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(concrete)])
 
@@ -148,7 +151,7 @@ def benchmark_tflite(
         raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
     from ai_edge_litert.interpreter import Interpreter
 
-    with _silenced_output():  # the runtime announces its XNNPACK delegate on stderr, when it applies it
+    with silenced_output():  # the runtime announces its XNNPACK delegate on stderr, when it applies it
         interpreter = Interpreter(model_content=model_bytes, num_threads=int(threads))
         interpreter.allocate_tensors()
     rng = np.random.default_rng(seed)
@@ -193,8 +196,8 @@ class LiteRTLatency(LatencyModel):
         training images of ``calibration_dataset``, or without one ``SYNTHETIC_CALIBRATION_SAMPLES`` seeded
         normal samples of the model's input shape (latency depends on the quantized graph, not on the
         calibration values, so synthetic data is enough to measure it; an export wants real images).
-    :param calibration_dataset: a :class:`~nas_rl.accuracy.datasets.DeferredDataset` (or a loaded dataset),
-        loaded only for ``int8``; its images are resized to ``resolution``.
+    :param calibration_dataset: a loaded dataset, or a function that loads one (``nas_rl.config.deferred``),
+        called only for ``int8``; its images are resized to ``resolution``.
     :param calibration_samples: how many of its training images calibrate the int8 conversion.
     :param seed: seed of the benchmark's random input and of synthetic calibration data.
     :param conversion: one of :data:`CONVERSIONS`; both give the same ops, so it is not part of the fingerprint.
@@ -220,16 +223,16 @@ class LiteRTLatency(LatencyModel):
         conversion: str = "saved_model",
         drop_preempted: bool = False,
         rounds: int = 1,
-        calibration_dataset: Any = None,
+        calibration_dataset: SplitDataset | Callable[[], SplitDataset | None] | None = None,
         calibration_samples: int = 64,
     ) -> None:
         self.device = _resolve_device(device, threads, precision)
         if not is_int(calibration_samples) or calibration_samples < 1:
             raise ConfigError(f"calibration_samples={calibration_samples!r} is not accepted; accepted: an integer >= 1")
         if representative_data is None and self.device.precision == "int8" and calibration_dataset is not None:
-            dataset = calibration_dataset.load() if hasattr(calibration_dataset, "load") else calibration_dataset
+            dataset = calibration_dataset() if callable(calibration_dataset) else calibration_dataset
             if dataset is not None:
-                from nas_rl.accuracy.datasets import calibration_images
+                from nas_rl.data.datasets import calibration_images
 
                 representative_data = calibration_images(dataset, resolution, int(calibration_samples), int(seed))
         if not is_int(rounds) or rounds < 1:
@@ -272,12 +275,12 @@ class LiteRTLatency(LatencyModel):
             except ConfigError:
                 raise
             except Exception as error:
-                raise EvaluationFailed(f"Keras build failed: {_first_line(error)}") from error
+                raise EvaluationFailed(f"Keras build failed: {type(error).__name__}: {first_line(error)}") from error
             return self.convert_keras(keras_model)
         finally:
             # Graphs and variables accumulate in Keras' global state; a long search must not grow.
             del keras_model
-            _clear_keras_session()
+            clear_keras_session()
 
     def measure_keras(self, keras_model: Any, representative_data: np.ndarray | None = None) -> LatencyStats:
         """Convert ``keras_model`` at this object's precision and benchmark it with its settings.
@@ -304,7 +307,7 @@ class LiteRTLatency(LatencyModel):
         except ConfigError:
             raise
         except Exception as error:
-            raise EvaluationFailed(f"TFLite conversion failed: {_first_line(error)}") from error
+            raise EvaluationFailed(f"TFLite conversion failed: {type(error).__name__}: {first_line(error)}") from error
 
     def benchmark(self, model_bytes: bytes) -> LatencyStats:
         """Time a flatbuffer (from :meth:`convert`) with this object's settings; a flatbuffer can be timed again
@@ -325,7 +328,7 @@ class LiteRTLatency(LatencyModel):
                 rounds=self.rounds,
             )
         except Exception as error:
-            raise EvaluationFailed(f"LiteRT benchmark failed: {_first_line(error)}") from error
+            raise EvaluationFailed(f"LiteRT benchmark failed: {type(error).__name__}: {first_line(error)}") from error
 
     def fingerprint(self) -> dict[str, Any]:
         calibration = None
@@ -476,11 +479,6 @@ def _check_benchmark_settings(
             raise ConfigError(f"{key}={value!r} is not accepted; accepted: a number of seconds >= 0")
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def _digest(array: np.ndarray) -> str:
     return "sha256:" + hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
@@ -490,32 +488,3 @@ def _quiet_tensorflow_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _clear_keras_session() -> None:
-    if "keras" in sys.modules:  # never import Keras just to clear it
-        sys.modules["keras"].backend.clear_session()
-
-
-@contextlib.contextmanager
-def _silenced_output() -> Iterator[None]:
-    """Send file descriptors 1 and 2 (where TF's C++ converter and Keras' export print) to /dev/null.
-
-    Works at the descriptor level, so it also silences native code; it affects the whole process, so other
-    threads' output during the block is lost too. Exceptions pass through with their messages intact.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved: dict[int, int] = {}
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):  # a closed descriptor has nothing to silence
-                saved[fd] = os.dup(fd)
-                os.dup2(devnull, fd)
-        with contextlib.redirect_stdout(io.StringIO()):  # Python-level prints (Keras' "Saved artifact at ...")
-            yield
-    finally:
-        for fd, copy in saved.items():
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)

@@ -1,6 +1,6 @@
 """``latency=lut``: an architecture's latency as the sum of its pieces in a device's latency table, plus overhead.
 
-The table (:mod:`nas_rl.latency.table`, written by ``nas-rl-profile``) holds the latency of every stem, layer and
+The table (:mod:`nas_rl.latency.latency_table`, written by ``nas-rl-profile``) holds the latency of every stem, layer and
 head configuration the search space can produce, each measured alone. A whole network costs a little more than
 the sum of its pieces measured alone (per-invoke work, and caches that a lone layer keeps warm between runs),
 so the prediction adds an overhead fitted on the table's whole-network samples when it is loaded.
@@ -10,16 +10,33 @@ A prediction costs tens of microseconds.
 from __future__ import annotations
 
 import os
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas_rl._util import clear_keras_session
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.latency.device import host_cpu
-from nas_rl.latency.layers import Entry, network_entries, space_entries
-from nas_rl.latency.table import LatencyTable, TableTarget, check_target, table_path, table_target
+from nas_rl.latency.latency_table import (
+    LatencyTable,
+    TableTarget,
+    check_target,
+    table_path,
+    table_target,
+)
+from nas_rl.latency.layers import (
+    Entry,
+    entry_cost,
+    entry_model,
+    network_entries,
+    space_entries,
+)
+
+if TYPE_CHECKING:
+    from nas_rl.latency.litert import LiteRTLatency
 
 #: What a lookup does when the table lacks one of the architecture's entries.
 ON_MISS = ("fail", "measure")
@@ -139,8 +156,7 @@ class LookupTableLatency(LatencyModel):
             )
 
     def _measure_miss(self, entry: Entry) -> None:
-        from nas_rl.latency.litert import LiteRTLatency, _clear_keras_session
-        from nas_rl.latency.profile import measure_entry
+        from nas_rl.latency.litert import LiteRTLatency
 
         header = self.table.header
         model = LiteRTLatency(threads=header["device"]["threads"], precision=header["device"]["precision"],
@@ -148,7 +164,7 @@ class LookupTableLatency(LatencyModel):
         try:
             self.table.append(measure_entry(entry, model))
         finally:
-            _clear_keras_session()
+            clear_keras_session()
 
     def _miss_message(self, entry: Entry, arch: ArchSpec) -> str:
         try:
@@ -190,3 +206,16 @@ def fit_overhead(model: LookupTableLatency, overhead: str) -> tuple[float, float
 def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
         raise ConfigError(f"{key}={value!r} is not accepted; accepted: {', '.join(repr(a) for a in accepted)}")
+
+
+def measure_entry(entry: Entry, model: "LiteRTLatency") -> dict[str, Any]:
+    """The table row of one entry: its statistics, or the reason it could not be measured."""
+    start = time.perf_counter()
+    row: dict[str, Any] = {"row": "entry", "key": entry.key, "config": entry.describe()}
+    row["macs"], row["params"] = entry_cost(entry)
+    try:
+        row.update(model.measure_keras(entry_model(entry)).as_dict())
+    except EvaluationFailed as failure:
+        row["error"] = str(failure)
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from nas_rl.arch import ArchSpec
+from nas_rl.arch import ArchSpec, BlockSpec
 
 #: ArchSpec fields that a search space fixes for all of its architectures.
 NETWORK_FIELDS = ("stem_channels", "stem_stride", "head_channels", "num_classes", "in_channels")
@@ -83,10 +83,22 @@ class SearchSpace(ABC):
         tokens[position] = (tokens[position] + offset) % self.num_choices(position)
         return tuple(tokens)
 
-    def describe(self, tokens: Sequence[int]) -> dict[str, Any]:
-        """Decision name -> chosen value, for tables and logs."""
-        tokens = self.check_tokens(tokens)
-        return {d.name: d.choices[t] for d, t in zip(self.decisions, tokens)}
+    def sample_arch(self, rng: np.random.Generator) -> ArchSpec:
+        """A uniformly random architecture of the space."""
+        return self.decode(self.sample(rng))
+
+    def sample_archs(self, seed: int, count: int, distinct: bool = False) -> list[ArchSpec]:
+        """The first ``count`` architectures drawn with ``seed`` (same seed, same list); ``distinct``: skip
+        repeats (fewer if the space is smaller, after ``20 * count`` draws)."""
+        rng = np.random.default_rng(seed)
+        if not distinct:
+            return [self.sample_arch(rng) for _ in range(count)]
+        archs: dict[ArchSpec, None] = {}
+        for _ in range(count * 20):
+            archs.setdefault(self.sample_arch(rng))
+            if len(archs) == count:
+                break
+        return list(archs)
 
     @abstractmethod
     def decode(self, tokens: Sequence[int]) -> ArchSpec:
@@ -112,3 +124,13 @@ class SearchSpace(ABC):
     @abstractmethod
     def resolution(self) -> int:
         """Input resolution (H = W) the networks of this space are trained at."""
+
+
+@runtime_checkable
+class FactorizedSpace(Protocol):
+    """A space whose architectures are any combination of one stage per block, with the same stem, head and
+    classifier (what a per-layer latency lookup table needs)."""
+
+    def stage_choices(self) -> list[tuple[BlockSpec, ...]]:
+        """Every distinct stage each block can decode to, block by block."""
+        ...

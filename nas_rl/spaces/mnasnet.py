@@ -11,8 +11,9 @@ import math
 import numbers
 from typing import Any, Callable, Sequence
 
+from nas_rl._util import is_int
 from nas_rl.arch import ArchSpec, BlockSpec
-from nas_rl.errors import ConfigError, is_int
+from nas_rl.errors import ConfigError
 from nas_rl.spaces.base import Decision, SearchSpace
 
 #: MobileNetV2's inverted-residual skeleton (Sandler et al. 2018, table 2): width, repeats, stride.

@@ -57,23 +57,6 @@ class SplitDataset:
         return {"dataset": self.name, **self.settings}
 
 
-class DeferredDataset:
-    """A dataset config loaded only when asked for (``_recursive_: false`` in YAML keeps Hydra from loading it).
-
-    ``latency=litert`` gets the run's dataset this way: only an int8 conversion needs its images.
-    """
-
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
-
-    def load(self) -> SplitDataset | None:
-        if self.config is None:
-            return None
-        from nas_rl.config import build
-
-        return build(self.config, "dataset")
-
-
 def calibration_images(dataset: SplitDataset, resolution: int | None, count: int, seed: int) -> np.ndarray:
     """``count`` seeded training images, NHWC float32, resized (bilinear) to ``resolution``: int8 calibration data."""
     rng = np.random.default_rng(seed)

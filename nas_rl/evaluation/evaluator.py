@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nas_rl._util import first_line
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import Evaluation, EvaluationStore
 from nas_rl.latency.base import LatencyModel
-from nas_rl.reward import MnasReward
 from nas_rl.spaces.base import NETWORK_FIELDS
-from nas_rl.store import Evaluation, EvaluationStore
 
 
 @dataclass
@@ -113,8 +114,7 @@ class Evaluator:
         except EvaluationFailed as failure:
             evaluation.status, evaluation.error = "failed", str(failure)
         except RuntimeError as failure:  # e.g. a torch kernel refusing a shape: the candidate fails, not the search
-            first_line = (str(failure).strip().splitlines() or ["no message"])[0]
-            evaluation.status, evaluation.error = "failed", f"{type(failure).__name__}: {first_line}"
+            evaluation.status, evaluation.error = "failed", f"{type(failure).__name__}: {first_line(failure, 'no message')}"
         else:
             evaluation.latency_ms = stats.median_ms
             evaluation.latency_mean_ms = stats.mean_ms

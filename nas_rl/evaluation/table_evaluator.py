@@ -1,7 +1,7 @@
 """The tabular env's fast path: every architecture answered from the table in memory, the store optional.
 
 A tabular env is stepped by RL code at tens of thousands of steps per second (an episode of 5 tokens at 20k
-steps/s is 4k architectures/s), where the plain :class:`~nas_rl.evaluator.Evaluator` spends most of each
+steps/s is 4k architectures/s), where the plain :class:`~nas_rl.evaluation.evaluator.Evaluator` spends most of each
 episode in SQLite (a cache lookup and a history row per architecture). :class:`TabularEvaluator` answers
 from a dict instead and writes to the store only with ``history=True``.
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nas_rl.accuracy.tabular import TabularAccuracy
 from nas_rl.arch import ArchSpec
+from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
 from nas_rl.errors import ConfigError
-from nas_rl.evaluator import Evaluator, Outcome
-from nas_rl.latency.tabular import TabularLatency
-from nas_rl.reward import MnasReward
-from nas_rl.store import Evaluation, EvaluationStore, fingerprint_of
+from nas_rl.evaluation.evaluator import Evaluator, Outcome
+from nas_rl.evaluation.reward import MnasReward
+from nas_rl.evaluation.store import Evaluation, EvaluationStore, fingerprint_of
 
 
 class TabularEvaluator(Evaluator):

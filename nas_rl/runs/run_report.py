@@ -42,7 +42,7 @@ _REQUIRED_COLUMNS = ("arch", "status", "accuracy", "latency_ms", "reward")
 
 
 class RunResult(Protocol):
-    """What :func:`print_summary` reads (``nas_rl.search.SearchResult`` and :class:`RunRecord` have it)."""
+    """What :func:`print_summary` reads (``nas_rl.runs.search.SearchResult`` and :class:`RunRecord` have it)."""
 
     run_dir: Path
     best: dict[str, Any] | None

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from nas_rl.config import build
 from nas_rl.envs.factory import build_env
 from nas_rl.errors import ConfigError
-from nas_rl.report import print_summary  # noqa: F401  (re-exported: the summary table lives in report.py)
-from nas_rl.store import EvaluationStore
+from nas_rl.evaluation.store import EvaluationStore
+from nas_rl.runs.run_report import print_summary  # noqa: F401  (re-exported: the summary table lives in report.py)
 
 CSV_FIELDS = (
     "episode", "arch", "status", "cached", "accuracy", "latency_ms", "reward", "eval_seconds", "error",
@@ -247,7 +247,7 @@ class EvaluationLog:
 
 def write_outputs(store: EvaluationStore, run_id: str, run_dir: Path, target_ms: float | None = None) -> SearchResult:
     """``evaluations.csv`` (every proposed architecture), ``best.json`` and the plots, from the store's history."""
-    from nas_rl.report import summarize, write_run_plots
+    from nas_rl.runs.run_report import summarize, write_run_plots
 
     episodes = store.episodes(run_id)
     with open(run_dir / "evaluations.csv", "w", newline="") as handle:
@@ -269,7 +269,7 @@ def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] |
     the outcome, a failure or mismatch included (``error``), goes into best.json and is returned."""
     from nas_rl.accuracy.proxy import scale_width
     from nas_rl.errors import EvaluationFailed
-    from nas_rl.export import export_best
+    from nas_rl.runs.export import export_best
 
     estimator = env.get_wrapper_attr("evaluator").accuracy
     if result.best is None or not hasattr(estimator, "train"):

@@ -22,7 +22,13 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
-from nas_rl.accuracy.zero_cost import PROXIES, ZeroCostProxy, check_proxy, sample_archs, sample_batches, score_arch
+from nas_rl.accuracy.zero_cost import (
+    PROXIES,
+    ZeroCostProxy,
+    check_proxy,
+    sample_batches,
+    score_arch,
+)
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.spaces.base import SearchSpace
 
@@ -102,7 +108,7 @@ def accuracy_report(
     measures["params"] = parameter_count
     measures["flops"] = lambda a: multiply_adds(a, resolution)
     rows = []
-    for arch in tqdm(sample_archs(space, archs, seed), desc="architectures", disable=not progress, unit="arch"):
+    for arch in tqdm(space.sample_archs(seed, archs, distinct=True), desc="architectures", disable=not progress, unit="arch"):
         start = time.perf_counter()
         try:
             accuracy: float | None = trainer.accuracy(arch)

@@ -49,8 +49,7 @@ def held_out_architectures(space: Any, seed: int, count: int, models: dict[str, 
 
     :raises ConfigError: ``seed`` is the seed a table drew its whole-network samples with.
     """
-    from nas_rl.latency.profile import draw_architectures
-
+    
     seen: set[str] = set()
     for name, model in models.items():
         for table in _tables(model):
@@ -61,7 +60,7 @@ def held_out_architectures(space: Any, seed: int, count: int, models: dict[str, 
                 )
             seen.update(row["arch"] for row in table.network_samples())
     archs: list[Any] = []
-    for arch in draw_architectures(space, seed, 100 * count + len(seen)):  # a small space repeats itself
+    for arch in space.sample_archs(seed, 100 * count + len(seen)):  # a small space repeats itself
         if arch.to_string() not in seen:
             seen.add(arch.to_string())
             archs.append(arch)

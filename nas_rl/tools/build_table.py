@@ -1,9 +1,9 @@
 """Build a tabular benchmark: evaluate every architecture of a recipe's space once, then pack the table.
 
-    python -m nas_rl.tabular.build run    [--recipe NAME|FILE] [--out DIR] [--phase both|accuracy|latency]
+    python -m nas_rl.tools.build_table run    [--recipe NAME|FILE] [--out DIR] [--phase both|accuracy|latency]
                                           [--part K --parts N] [--limit M] [KEY=VALUE ...]
-    python -m nas_rl.tabular.build status [--out DIR]
-    python -m nas_rl.tabular.build pack   [--out DIR] [--table FILE]
+    python -m nas_rl.tools.build_table status [--out DIR]
+    python -m nas_rl.tools.build_table pack   [--out DIR] [--table FILE]
 
 ``run`` proxy-trains (:class:`~nas_rl.accuracy.proxy.ProxyTraining`) and measures (:class:`~nas_rl.latency.
 litert.LiteRTLatency`) the architectures of part ``K`` of ``N`` (index modulo ``N``) that the build folder does
@@ -14,8 +14,8 @@ accuracies where training is cheap, latencies alone on the stated CPU (a paralle
 disturbs the timings). ``DIR/recipe.json`` records the recipe and each phase's fingerprint (the latency one
 holds the device); a run whose settings or device differ is refused, naming what differs.
 
-``pack`` refuses an incomplete folder; it writes the table (:mod:`nas_rl.tabular.table`) to
-``nas_rl/tabular/data/<name>.npz`` unless ``--table`` says otherwise.
+``pack`` refuses an incomplete folder; it writes the table (:mod:`nas_rl.benchmark.table`) to
+``nas_rl/benchmark/data/<name>.npz`` unless ``--table`` says otherwise.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from nas_rl._util import first_line, write_text_atomically
+from nas_rl.benchmark.table import (
+    FLOAT_COLUMNS,
+    shipped_path,
+    space_from_fingerprint,
+    write_table,
+)
 from nas_rl.config import build
 from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.evaluation.store import fingerprint_of
 from nas_rl.spaces.tabular import TabularSpace
-from nas_rl.store import fingerprint_of
-from nas_rl.tabular.table import FLOAT_COLUMNS, shipped_path, space_from_fingerprint, write_table
 
 DEFAULT_RECIPE = "tabular-digits-v0"
-RECIPE_PACKAGE = "nas_rl.tabular"
+RECIPE_PACKAGE = "nas_rl.benchmark"
 RECIPE_FILE = "recipe.json"
 PHASES = ("accuracy", "latency")
 STAT_KEYS = ("median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "runs")
@@ -54,7 +60,7 @@ STAT_KEYS = ("median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "runs")
 
 
 def load_recipe(recipe: str = DEFAULT_RECIPE, overrides: list[str] | None = None) -> DictConfig:
-    """A recipe YAML (a shipped name under ``nas_rl/tabular/recipes/`` or a path) with ``KEY=VALUE`` overrides."""
+    """A recipe YAML (a shipped name under ``nas_rl/benchmark/recipes/`` or a path) with ``KEY=VALUE`` overrides."""
     text = str(recipe)
     if text.endswith((".yaml", ".yml")) or os.sep in text:
         path = Path(text).expanduser()
@@ -95,10 +101,7 @@ class BuildFolder:
         return json.loads(self.recipe_file.read_text()) if self.recipe_file.is_file() else None
 
     def write_recipe(self, record: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        temporary = self.recipe_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        temporary.replace(self.recipe_file)
+        write_text_atomically(self.recipe_file, json.dumps(record, indent=1, sort_keys=True, default=str))
 
     def rows(self, phase: str) -> dict[int, dict[str, Any]]:
         found: dict[int, dict[str, Any]] = {}
@@ -210,8 +213,7 @@ def _measure(phase: str, role: Any, arch: Any) -> dict[str, Any]:
     except EvaluationFailed as failure:
         row.update(status="failed", error=str(failure))
     except RuntimeError as failure:  # e.g. a torch kernel refusing a shape: the candidate fails, not the build
-        first_line = (str(failure).strip().splitlines() or ["no message"])[0]
-        row.update(status="failed", error=f"{type(failure).__name__}: {first_line}")
+        row.update(status="failed", error=f"{type(failure).__name__}: {first_line(failure, 'no message')}")
     row["seconds"] = time.perf_counter() - start
     return row
 
@@ -290,7 +292,7 @@ def pack(out: str | os.PathLike[str], table: str | os.PathLike[str] | None = Non
         counts = ", ".join(f"{len(missing[p])} lack {p}" for p in PHASES)
         raise ConfigError(
             f"{folder.path}: incomplete build of {record['name']}: {counts} (of {space.size}); run "
-            f"`python -m nas_rl.tabular.build run --out {folder.path}` (see `status`) and pack again"
+            f"`python -m nas_rl.tools.build_table run --out {folder.path}` (see `status`) and pack again"
         )
     for phase in PHASES:
         digest = fingerprint_of(record[phase])
@@ -359,11 +361,46 @@ def default_out(name: str) -> Path:
     return Path("outputs") / "tabular" / name
 
 
+
+def write_synthetic_table(path: str | os.PathLike[str], space: TabularSpace | None = None, seed: int = 0) -> Path:
+    """A complete table of ``space`` (default: the default recipe's) with made-up values (accuracy grows with
+    width, latency with cost), for tests and speed benchmarks before a real table exists; its name, recipe and
+    device say ``synthetic``."""
+    if space is None:
+        space = build_space(load_recipe())
+    rng = np.random.default_rng(seed)
+    tokens = np.asarray(space.all_tokens(), dtype=np.int16).reshape(space.size, space.num_decisions)
+    cost = np.array([sum(s.out_channels * s.expansion * s.repeats * s.kernel for s in space.decode(t).stages)
+                     for t in tokens.tolist()], dtype=float)  # fmt: skip
+    latency = 0.01 + cost / cost.max() * 0.05 * rng.uniform(0.9, 1.1, space.size)
+    columns: dict[str, Any] = {
+        "tokens": tokens,
+        "arch": np.asarray([space.decode(t).to_string() for t in tokens.tolist()]),
+        "status": np.full(space.size, "ok", dtype="<U6"),
+        "error": np.full(space.size, ""),
+        "accuracy": np.clip(0.7 + 0.2 * np.sqrt(cost / cost.max()) + rng.normal(0, 0.02, space.size), 0, 1),
+        "latency_median_ms": latency,
+        "latency_mean_ms": latency * 1.05,
+        "latency_std_ms": latency * 0.1,
+        "latency_min_ms": latency * 0.95,
+        "latency_max_ms": latency * 1.5,
+        "latency_runs": np.full(space.size, 50, dtype=np.int64),
+        "accuracy_seconds": np.full(space.size, 1.0),
+        "latency_seconds": np.full(space.size, 2.0),
+    }
+    synthetic = {"kind": "synthetic", "seed": seed}
+    device = {"name": "synthetic", "runtime": "none", "converter": "none", "threads": 1, "precision": "fp32",
+              "cpu_model": "none"}  # fmt: skip
+    meta = {"name": f"synthetic-{space.size}", "recipe": {"space": space.fingerprint(), "accuracy": synthetic,
+            "latency": {**synthetic, "device": device}}, "device": device}  # fmt: skip
+    return write_table(path, columns, meta)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas_rl.tabular.build", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m nas_rl.tools.build_table", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="evaluate missing architectures (resumable)")
-    run.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe name (nas_rl/tabular/recipes/) or YAML file")
+    run.add_argument("--recipe", default=DEFAULT_RECIPE, help="recipe name (nas_rl/benchmark/recipes/) or YAML file")
     run.add_argument("--out", type=Path, default=None, help="build folder (default outputs/tabular/<name>)")
     run.add_argument("--phase", default="both", choices=("both", *PHASES))
     run.add_argument("--part", type=int, default=0, help="this process's part K (architectures with index %% N == K)")
@@ -377,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     pack_cmd = commands.add_parser("pack", help="write the table of a complete build")
     pack_cmd.add_argument("--recipe", default=DEFAULT_RECIPE)
     pack_cmd.add_argument("--out", type=Path, default=None)
-    pack_cmd.add_argument("--table", type=Path, default=None, help="output file (default nas_rl/tabular/data/<name>.npz)")
+    pack_cmd.add_argument("--table", type=Path, default=None, help="output file (default nas_rl/benchmark/data/<name>.npz)")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -393,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or default_out(load_recipe(args.recipe).name)
             print(f"packed {pack(out, args.table)}")
     except ConfigError as error:
-        print(f"nas_rl.tabular.build: error: {error}", file=sys.stderr)
+        print(f"nas_rl.tools.build_table: error: {error}", file=sys.stderr)
         return 2
     return 0
 

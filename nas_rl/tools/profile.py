@@ -19,14 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
+from nas_rl._util import clear_keras_session
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.device import DeviceSpec
-from nas_rl.latency.layers import Entry, entry_cost, entry_model, space_entries
-from nas_rl.latency.litert import LiteRTLatency, _clear_keras_session
-from nas_rl.latency.table import LatencyTable, TableTarget, check_target, table_path, table_target
+from nas_rl.latency.latency_table import (
+    LatencyTable,
+    TableTarget,
+    check_target,
+    table_path,
+    table_target,
+)
+from nas_rl.latency.layers import Entry, space_entries
+from nas_rl.latency.litert import LiteRTLatency
+from nas_rl.latency.lut import measure_entry
 
 #: Benchmark settings of one entry: a short warm-up and 0.2 s of timed runs keep the table within minutes.
 #: Runs during which the OS descheduled the thread are left out (see ``benchmark_tflite``): a profile takes
@@ -109,7 +116,7 @@ def profile_device(
     for number in range(2, passes + 1):
         again = [e for e in entries if table.measurements.get(e.key, 0) < number and _costs(table, e, refine_min_ms)]
         measured += _measure_entries(table, again, layer_model, f"pass {number}", progress)
-    drawn = draw_architectures(space, network_seed, networks)
+    drawn = space.sample_archs(network_seed, networks)
     network_model = LiteRTLatency(device=device, resolution=resolution, in_channels=target.input_shape[3],
                                   conversion=conversion, **network_timing)  # fmt: skip
     networks_measured = 0
@@ -133,8 +140,8 @@ def _measure_entries(
     for count, entry in enumerate(tqdm(entries, desc=label, unit="entry", disable=not progress, dynamic_ncols=True)):
         table.append(measure_entry(entry, model))
         if count % CLEAR_EVERY == CLEAR_EVERY - 1:
-            _clear_keras_session()  # Keras' global state grows with every model; clearing costs ~0.3 s (a gc)
-    _clear_keras_session()
+            clear_keras_session()  # Keras' global state grows with every model; clearing costs ~0.3 s (a gc)
+    clear_keras_session()
     return len(entries)
 
 
@@ -153,19 +160,6 @@ def _open_for_profiling(path: Path, header: dict[str, Any], target: TableTarget)
     return table
 
 
-def measure_entry(entry: Entry, model: LiteRTLatency) -> dict[str, Any]:
-    """The table row of one entry: its statistics, or the reason it could not be measured."""
-    start = time.perf_counter()
-    row: dict[str, Any] = {"row": "entry", "key": entry.key, "config": entry.describe()}
-    row["macs"], row["params"] = entry_cost(entry)
-    try:
-        row.update(model.measure_keras(entry_model(entry)).as_dict())
-    except EvaluationFailed as failure:
-        row["error"] = str(failure)
-    row["seconds"] = round(time.perf_counter() - start, 3)
-    return row
-
-
 def measure_network(index: int, arch: Any, model: LiteRTLatency) -> dict[str, Any]:
     """The table row of the ``index``-th drawn architecture, measured whole."""
     start = time.perf_counter()
@@ -177,11 +171,6 @@ def measure_network(index: int, arch: Any, model: LiteRTLatency) -> dict[str, An
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
 
-
-def draw_architectures(space: Any, seed: int, count: int) -> list[Any]:
-    """The first ``count`` architectures drawn uniformly from ``space`` with ``seed`` (same seed, same list)."""
-    rng = np.random.default_rng(seed)
-    return [space.decode(space.sample(rng)) for _ in range(count)]
 
 
 def run_profile(cfg: Any) -> ProfileResult:

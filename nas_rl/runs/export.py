@@ -158,9 +158,9 @@ def tflite_logits(path: Path, images: np.ndarray) -> np.ndarray:
     """Logits of a TFLite file for NCHW ``images`` (transposed to NHWC), one interpreter call per image."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from nas_rl.latency.litert import _silenced_output
+    from nas_rl._util import silenced_output
 
-    with _silenced_output():  # the runtime announces its XNNPACK delegate on stderr
+    with silenced_output():  # the runtime announces its XNNPACK delegate on stderr
         interpreter = Interpreter(model_path=str(path), num_threads=1)
         interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()

@@ -1,14 +1,16 @@
-"""The MnasNet reward: ACC * (LAT / T) ** w, with w = alpha if LAT <= T else beta (Tan et al. 2019, eq. 2)."""
+"""The MnasNet reward: ACC * (LAT / T) ** w, with w = alpha if LAT <= T else beta (Tan et al. 2019, eq. 2).
+
+The paper's constraints are ``conf/reward/soft.yaml`` (alpha = beta = -0.07) and ``hard.yaml`` (alpha = 0, beta = -1).
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
+from nas_rl.benchmark.table import Table, load_table
 from nas_rl.errors import ConfigError
-
-#: Constraint presets from the paper: soft (alpha = beta = -0.07) and hard (alpha = 0, beta = -1).
-CONSTRAINTS = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 
 
 @dataclass(frozen=True)
@@ -32,16 +34,24 @@ class MnasReward:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value <= 0):
                 raise ConfigError(f"reward.{name}={value} is not accepted: use a finite number <= 0")
 
-    @classmethod
-    def preset(cls, constraint: str, target_ms: float) -> MnasReward:
-        """The paper's ``soft`` or ``hard`` constraint at ``target_ms``."""
-        if constraint not in CONSTRAINTS:
-            raise ConfigError(f"reward.constraint={constraint!r} is not accepted: use one of {sorted(CONSTRAINTS)}")
-        alpha, beta = CONSTRAINTS[constraint]
-        return cls(target_ms=target_ms, alpha=alpha, beta=beta)
-
     def __call__(self, accuracy: float, latency_ms: float) -> float:
         if latency_ms <= 0 or not math.isfinite(latency_ms):
             raise ValueError(f"latency must be a positive finite number of ms, got {latency_ms}")
         exponent = self.alpha if latency_ms <= self.target_ms else self.beta
         return float(accuracy * (latency_ms / self.target_ms) ** exponent)
+
+
+def latency_midrange(table: Table) -> float:
+    """The middle of the table's latency range: (fastest + slowest median latency) / 2, in ms."""
+    low, high = table.latency_range()
+    return (low + high) / 2
+
+
+def table_reward(
+    table: str | os.PathLike[str], target_ms: float | None = None, alpha: float = -0.07, beta: float = -0.07
+) -> MnasReward:
+    """The reward of ``envs/Tabular-v0.yaml``: the MnasNet reward at ``target_ms``, or (None) at
+    :func:`latency_midrange` of ``table``."""
+    if target_ms is None:
+        target_ms = latency_midrange(load_table(table, "reward.table"))
+    return MnasReward(target_ms=float(target_ms), alpha=alpha, beta=beta)

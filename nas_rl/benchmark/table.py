@@ -1,6 +1,6 @@
 """The packed tabular benchmark: every architecture of a small space with its measured accuracy and latency.
 
-A table is one NumPy ``.npz`` file (written by ``python -m nas_rl.tabular.build pack``), read without pickle.
+A table is one NumPy ``.npz`` file (written by ``python -m nas_rl.tools.build_table pack``), read without pickle.
 Row ``i`` is the ``i``-th token sequence of the space (:meth:`TabularSpace.all_tokens` order). Arrays:
 
 ``tokens`` (N, L) int16, ``arch`` (N,) block strings, ``status`` (N,) ``ok`` / ``failed``, ``error`` (N,)
@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nas_rl._util import atomic_write
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyStats
@@ -42,7 +43,7 @@ FORMAT = "nas-rl-tabular-benchmark"
 VERSION = 1
 SUFFIX = ".npz"
 #: Where shipped tables live (package data): a table is named by its file name without ``.npz``.
-DATA_PACKAGE = "nas_rl.tabular"
+DATA_PACKAGE = "nas_rl.benchmark"
 DATA_FOLDER = "data"
 
 FLOAT_COLUMNS = (
@@ -172,14 +173,14 @@ def resolve(table: str | os.PathLike[str] | None, key: str = "table") -> Path:
         path = Path(text).expanduser()
         if not path.is_file():
             raise ConfigError(
-                f"{key}={text}: no such file; expected a table written by `python -m nas_rl.tabular.build pack`"
+                f"{key}={text}: no such file; expected a table written by `python -m nas_rl.tools.build_table pack`"
             )
         return path
     path = shipped_path(text)
     if not path.is_file():
         raise ConfigError(
             f"{key}={text}: no shipped table of that name ({path} does not exist; shipped: {_shipped_list()}). "
-            "Build it with `python -m nas_rl.tabular.build run` and `... pack`, or pass the path of a packed table"
+            "Build it with `python -m nas_rl.tools.build_table run` and `... pack`, or pass the path of a packed table"
         )
     return path
 
@@ -244,7 +245,7 @@ def _check_complete(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: 
     if rows != space.size or meta["size"] != space.size:
         raise ConfigError(
             f"{where}: incomplete table: {rows} row(s) (meta says {meta['size']}) for the {space.size} architectures "
-            "of its space; finish the build (`python -m nas_rl.tabular.build status`) and pack again"
+            "of its space; finish the build (`python -m nas_rl.tools.build_table status`) and pack again"
         )
     expected = np.asarray(space.all_tokens(), dtype=np.int64).reshape(space.size, space.num_decisions)
     if arrays["tokens"].shape != expected.shape or not np.array_equal(arrays["tokens"], expected):
@@ -279,10 +280,8 @@ def write_table(path: str | os.PathLike[str], columns: dict[str, np.ndarray], me
     meta = {**meta, "format": FORMAT, "version": VERSION, "size": int(len(arrays["arch"]))}
     meta.pop("digest", None)
     meta["digest"] = table_digest(arrays, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(temporary, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
-    temporary.replace(path)
+    with atomic_write(path) as temporary:
+        np.savez_compressed(temporary, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
     _load.cache_clear()
     return path
 
@@ -322,39 +321,3 @@ def _network(arch: ArchSpec) -> str:
 
 def _shipped_list() -> str:
     return ", ".join(shipped_tables()) or "none yet"
-
-
-def write_synthetic_table(path: str | os.PathLike[str], space: TabularSpace | None = None, seed: int = 0) -> Path:
-    """A complete table of ``space`` (default: the default recipe's) with made-up values (accuracy grows with
-    width, latency with cost), for tests and speed benchmarks before a real table exists; its name, recipe and
-    device say ``synthetic``."""
-    if space is None:
-        from nas_rl.tabular.build import build_space, load_recipe
-
-        space = build_space(load_recipe())
-    rng = np.random.default_rng(seed)
-    tokens = np.asarray(space.all_tokens(), dtype=np.int16).reshape(space.size, space.num_decisions)
-    cost = np.array([sum(s.out_channels * s.expansion * s.repeats * s.kernel for s in space.decode(t).stages)
-                     for t in tokens.tolist()], dtype=float)  # fmt: skip
-    latency = 0.01 + cost / cost.max() * 0.05 * rng.uniform(0.9, 1.1, space.size)
-    columns: dict[str, Any] = {
-        "tokens": tokens,
-        "arch": np.asarray([space.decode(t).to_string() for t in tokens.tolist()]),
-        "status": np.full(space.size, "ok", dtype="<U6"),
-        "error": np.full(space.size, ""),
-        "accuracy": np.clip(0.7 + 0.2 * np.sqrt(cost / cost.max()) + rng.normal(0, 0.02, space.size), 0, 1),
-        "latency_median_ms": latency,
-        "latency_mean_ms": latency * 1.05,
-        "latency_std_ms": latency * 0.1,
-        "latency_min_ms": latency * 0.95,
-        "latency_max_ms": latency * 1.5,
-        "latency_runs": np.full(space.size, 50, dtype=np.int64),
-        "accuracy_seconds": np.full(space.size, 1.0),
-        "latency_seconds": np.full(space.size, 2.0),
-    }
-    synthetic = {"kind": "synthetic", "seed": seed}
-    device = {"name": "synthetic", "runtime": "none", "converter": "none", "threads": 1, "precision": "fp32",
-              "cpu_model": "none"}  # fmt: skip
-    meta = {"name": f"synthetic-{space.size}", "recipe": {"space": space.fingerprint(), "accuracy": synthetic,
-            "latency": {**synthetic, "device": device}}, "device": device}  # fmt: skip
-    return write_table(path, columns, meta)
