@@ -28,7 +28,7 @@ def main(samples: int, overrides: list[str]) -> None:
         values.append(latency.latency_ms(arch))
         print(f"{index + 1:3d}/{samples} {values[-1]:8.3f} ms  {arch}", flush=True)
     quantiles = np.percentile(values, [10, 25, 50, 75, 90])
-    print("| p10 | p25 | median | p75 | p90 | (ms, %d random architectures) |" % samples)
+    print(f"| p10 | p25 | median | p75 | p90 | (ms, {samples} random architectures) |")
     print("|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{q:.3f}" for q in quantiles) + " | |")
 

@@ -7,8 +7,9 @@ import io
 import numbers
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def first_line(error: BaseException | str, default: str = "") -> str:

@@ -7,7 +7,8 @@ import functools
 import numbers
 import types
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
@@ -29,7 +30,7 @@ def build(node: DictConfig | dict[str, Any], key: str, **kwargs: Any) -> Any:
     a constructor surfaces as itself; a TypeError or ValueError becomes a ConfigError naming ``key``.
     ``_convert_="all"`` hands plain dicts and lists to libraries that check ``isinstance(x, dict)`` (SB3).
     """
-    remap_targets(node._get_root() if OmegaConf.is_config(node) else node)
+    remap_targets(node._get_root() if isinstance(node, DictConfig) else node)
     check_argument_types(node, key, kwargs)
     try:
         return instantiate(node, _convert_="all", **kwargs)
@@ -85,7 +86,8 @@ def _scalar_hints(target: Any) -> dict[str, Any]:
     in a list; empty when the target or its annotations cannot be resolved (then nothing is checked)."""
     try:
         function = get_object(target) if isinstance(target, str) else target
-        hints = typing.get_type_hints(function.__init__ if isinstance(function, type) else function)
+        signature_of = function.__init__ if isinstance(function, type) else function  # type: ignore[misc]
+        hints = typing.get_type_hints(signature_of)
     except Exception:
         return {}
     return {name: hint for name, hint in hints.items() if name != "return" and _describe(hint) is not None}

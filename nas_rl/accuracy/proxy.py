@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -276,6 +277,7 @@ class ProxyTraining(AccuracyEstimator):
             self._check_teacher()
 
     def _check_teacher(self) -> None:
+        assert self._teacher is not None
         teacher, d = self._teacher.arch, self.dataset
         if teacher.in_channels != d.in_channels or teacher.num_classes != d.num_classes:
             raise ConfigError(

@@ -26,10 +26,11 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class Table:
         """``reward(accuracy, latency)`` of every row, 0 for failed rows (what the env pays for them)."""
         out = np.zeros(len(self))
         for i in np.flatnonzero(self.columns["status"] == "ok"):
-            out[i] = reward(self.accuracy(i), float(self.columns["latency_median_ms"][i]))
+            out[i] = reward(self.accuracy(int(i)), float(self.columns["latency_median_ms"][i]))
         return out
 
 
@@ -225,9 +226,9 @@ def _check_meta(meta: Any, where: str) -> None:
     if meta.get("version") != VERSION:
         raise ConfigError(f"{where}: format version {meta.get('version')!r}; this nas-rl reads version {VERSION}")
     missing = [key for key in REQUIRED_META if not meta.get(key)]
-    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else {}
+    recipe: dict[str, Any] = meta["recipe"] if isinstance(meta.get("recipe"), dict) else {}
     missing += [f"recipe.{key}" for key in REQUIRED_RECIPE if not recipe.get(key)]
-    device = meta.get("device") if isinstance(meta.get("device"), dict) else {}
+    device: dict[str, Any] = meta["device"] if isinstance(meta.get("device"), dict) else {}
     missing += [f"device.{key}" for key in ("name", "runtime", "threads", "precision", "cpu_model") if key not in device]
     if missing:
         raise ConfigError(
@@ -281,7 +282,7 @@ def write_table(path: str | os.PathLike[str], columns: dict[str, np.ndarray], me
     meta.pop("digest", None)
     meta["digest"] = table_digest(arrays, meta)
     with atomic_write(path) as temporary:
-        np.savez_compressed(temporary, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
+        np.savez_compressed(temporary, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)  # type: ignore[arg-type]
     _load.cache_clear()
     return path
 

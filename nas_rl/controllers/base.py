@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 
@@ -27,6 +28,7 @@ class Controller(ABC):
 
     def save(self, path: Path) -> None:
         """Write the controller's state under ``path`` (a file stem); stateless controllers write nothing."""
+        return None
 
     def load(self, path: Path) -> bool:
         """Restore the state ``save`` wrote; False if there is none."""

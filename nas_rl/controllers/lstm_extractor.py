@@ -23,7 +23,7 @@ class TokenLSTMExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Dict, hidden_size: int = 64, embed_size: int = 32) -> None:
         super().__init__(observation_space, features_dim=hidden_size)
-        nvec = observation_space["tokens"].nvec
+        nvec = _tokens_space(observation_space).nvec
         self.length, self.vocabulary = len(nvec), int(nvec[0])
         self.embed = nn.Linear(self.vocabulary + self.length, embed_size)
         self.lstm = nn.LSTM(embed_size, hidden_size, batch_first=True)
@@ -35,7 +35,8 @@ class TokenLSTMExtractor(BaseFeaturesExtractor):
         batch = tokens.shape[0]
         previous = torch.cat([torch.zeros_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
         previous[:, 0, 0] = 1.0  # index 0 ("not chosen") doubles as the start symbol
-        inputs = torch.cat([previous, self.steps.expand(batch, -1, -1)], dim=2)
+        steps: torch.Tensor = self.steps  # type: ignore[assignment]
+        inputs = torch.cat([previous, steps.expand(batch, -1, -1)], dim=2)
         outputs, _ = self.lstm(torch.relu(self.embed(inputs)))
         position = observations["position"].reshape(batch, -1).argmax(dim=1).clamp(max=self.length - 1)
         return outputs[torch.arange(batch, device=outputs.device), position]
@@ -47,9 +48,17 @@ class FlatTokenExtractor(BaseFeaturesExtractor):
     ``torch.nn.LSTM`` refuses for MultiDiscrete spaces)."""
 
     def __init__(self, observation_space: spaces.Dict) -> None:
-        size = int(sum(int(n) for n in observation_space["tokens"].nvec)) + int(observation_space["position"].n)
+        position = observation_space["position"]
+        assert isinstance(position, spaces.Discrete)
+        size = int(sum(int(n) for n in _tokens_space(observation_space).nvec)) + int(position.n)
         super().__init__(observation_space, features_dim=size)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = observations["tokens"].shape[0]
         return torch.cat([observations["tokens"].reshape(batch, -1), observations["position"].reshape(batch, -1)], 1)
+
+
+def _tokens_space(observation_space: spaces.Dict) -> spaces.MultiDiscrete:
+    tokens = observation_space["tokens"]
+    assert isinstance(tokens, spaces.MultiDiscrete), f"expected the env's MultiDiscrete tokens, got {tokens}"
+    return tokens

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -79,7 +80,7 @@ class SB3Controller(Controller):
         if self.vec_env == "subproc":
             # Each worker unpickles its own copy of the env (the store reconnects to the same file per process).
             return SubprocVecEnv([lambda: env] * self.n_envs)
-        return DummyVecEnv([lambda slot=slot: slot for slot in _dummy_slots(env, self.n_envs)])
+        return DummyVecEnv([functools.partial(_same, slot) for slot in _dummy_slots(env, self.n_envs)])
 
     def search(
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
@@ -114,7 +115,7 @@ class SB3Controller(Controller):
         if self._checkpoint is None:
             return None
         algorithm_class = getattr(self.algorithm, "func", self.algorithm)
-        return algorithm_class.load(self._checkpoint, env=vec_env)
+        return algorithm_class.load(self._checkpoint, env=vec_env)  # type: ignore[union-attr]
 
     def save(self, path: Path) -> None:
         if self.model is not None:
@@ -141,3 +142,8 @@ def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:
         except AttributeError:  # an env other than nas-rl's: plain copies
             pass
     return [env] + [copy.deepcopy(env, {id(part): part for part in shared.values()}) for _ in range(n_envs - 1)]
+
+
+def _same(env: gym.Env) -> gym.Env:
+    """``env`` itself: the env function of a DummyVecEnv slot that already exists."""
+    return env

@@ -125,8 +125,8 @@ def prepare(
         x.mul_(scale)
     if x.shape[-2:] != (resolution, resolution):
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    x = x.numpy()
-    x_train, x_val = x[train_idx], x[val_idx]
+    pixels = x.numpy()
+    x_train, x_val = pixels[train_idx], pixels[val_idx]
     mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
     extra = {} if max_samples is None else {"max_samples": max_samples}
@@ -214,7 +214,7 @@ def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def read_cifar10(root: str | Path, part: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def read_cifar10(root: str | Path | None, part: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Raw uint8 NCHW images and labels of the 50,000 training (``part="train"``) or 10,000 test images."""
     if part not in ("train", "test"):
         raise ValueError(f"part={part!r}: use 'train' or 'test'")
@@ -383,10 +383,10 @@ def _read_image(path: Path, in_channels: int, resolution: int) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if in_channels == 1 else "RGB")
-            if image.size != (resolution, resolution):
-                image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            converted = image.convert("L" if in_channels == 1 else "RGB")
+            if converted.size != (resolution, resolution):
+                converted = converted.resize((resolution, resolution), Image.Resampling.BILINEAR)
+            pixels = np.asarray(converted, dtype=np.uint8)
     except Exception as error:  # noqa: BLE001
         raise ConfigError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
     return pixels[None] if in_channels == 1 else pixels.transpose(2, 0, 1)

@@ -101,6 +101,7 @@ class Evaluator:
     def reward_of(self, evaluation: Evaluation) -> float:
         if evaluation.status != "ok":
             return 0.0
+        assert evaluation.accuracy is not None and evaluation.latency_ms is not None  # an ok evaluation has both
         return self.reward(evaluation.accuracy, evaluation.latency_ms)
 
     def _evaluate(self, arch: ArchSpec, text: str, fingerprint: str) -> Evaluation:

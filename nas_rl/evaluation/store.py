@@ -14,9 +14,10 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fingerprints (
@@ -104,7 +105,9 @@ class EvaluationStore:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.path = Path(state["path"])
+        self._conn = None
+        self._pid = None
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -78,6 +78,7 @@ class FlopsLatency(LatencyModel):
     @property
     def ms_per_mac(self) -> float:
         if self._ms_per_mac is None:
+            assert self.table is not None  # without a table, ms_per_mac was given
             samples = self.table.network_archs(self.space)
             macs = np.array([self._sample_macs(arch) for arch, _ in samples], float)
             measured = np.array([row["median_ms"] for _, row in samples], float)
@@ -90,9 +91,10 @@ class FlopsLatency(LatencyModel):
     def _sample_macs(self, arch: ArchSpec) -> int:
         """The table's entries record their multiply-adds (torch's count, which adds up to the network's):
         summing them is much faster than building the torch network."""
+        assert self.table is not None
         rows = [self.table.entries.get(entry.key) for entry in network_entries(arch, self.resolution)]
         if all(row is not None and "macs" in row for row in rows):
-            return int(sum(row["macs"] for row in rows))
+            return int(sum(row["macs"] for row in rows if row is not None))
         return self.macs(arch)
 
     def measure(self, arch: ArchSpec) -> LatencyStats:

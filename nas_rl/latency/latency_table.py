@@ -272,7 +272,8 @@ def _stats(row: dict[str, Any]) -> LatencyStats:
     values = [row[name] for name in STAT_FIELDS]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or not values[0] > 0:
         raise ValueError(f"latency statistics {values} are not positive numbers")
-    return LatencyStats(*(float(v) for v in values[:-1]), int(values[-1]))
+    median, mean, std, low, high = (float(v) for v in values[:-1])
+    return LatencyStats(median, mean, std, low, high, int(values[-1]))
 
 
 def check_target(table: LatencyTable, target: TableTarget) -> None:

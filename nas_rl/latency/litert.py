@@ -16,8 +16,8 @@ import numbers
 import os
 import time
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -335,7 +335,7 @@ class LiteRTLatency(LatencyModel):
         if self.device.precision == "int8":
             calibration = "synthetic" if self.representative_data is None else _digest(self.representative_data)
         # absent at their defaults, so the cache keys of measurements taken before they existed stay valid
-        extra = {"drop_preempted": True} if self.drop_preempted else {}
+        extra: dict[str, Any] = {"drop_preempted": True} if self.drop_preempted else {}
         extra.update({"rounds": self.rounds} if self.rounds != 1 else {})
         return {
             "kind": "litert",
@@ -474,8 +474,8 @@ def _check_benchmark_settings(
     for key, value, lowest in integers:
         if not is_int(value) or value < lowest:
             raise ConfigError(f"{key}={value!r} is not accepted; accepted: an integer >= {lowest}")
-    for key, value in (("warmup_min_seconds", warmup_min_seconds), ("min_seconds", min_seconds)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+    for key, seconds in (("warmup_min_seconds", warmup_min_seconds), ("min_seconds", min_seconds)):
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds >= 0:
             raise ConfigError(f"{key}={value!r} is not accepted; accepted: a number of seconds >= 0")
 
 

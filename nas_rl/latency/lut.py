@@ -79,9 +79,9 @@ class LookupTableLatency(LatencyModel):
         _check_choice("on_miss", on_miss, ON_MISS)
         _check_choice("overhead", overhead, OVERHEADS)
         self.space = space
-        self.resolution = resolution
         self.on_miss = on_miss
         self.target: TableTarget = table_target(space, resolution, device, threads, precision)
+        self.resolution: int = self.target.input_shape[1]  # table_target refused a missing resolution
         self.table = LatencyTable.read(table_path(path, directory, self.target))
         check_target(self.table, self.target)
         if on_miss == "measure":
@@ -192,7 +192,7 @@ def fit_overhead(model: LookupTableLatency, overhead: str) -> tuple[float, float
         keys = [entry.key for entry in network_entries(arch, model.resolution)]
         stats = [model.table.stats(key) for key in keys]
         if all(s is not None for s in stats):
-            sums.append(sum(s.median_ms for s in stats))
+            sums.append(sum(s.median_ms for s in stats if s is not None))
             measured.append(float(row["median_ms"]))
     x, y = np.asarray(sums), np.asarray(measured)
     if overhead == "linear" and len(x) >= 3 and np.ptp(x) > 0:
@@ -208,7 +208,7 @@ def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not accepted; accepted: {', '.join(repr(a) for a in accepted)}")
 
 
-def measure_entry(entry: Entry, model: "LiteRTLatency") -> dict[str, Any]:
+def measure_entry(entry: Entry, model: LiteRTLatency) -> dict[str, Any]:
     """The table row of one entry: its statistics, or the reason it could not be measured."""
     start = time.perf_counter()
     row: dict[str, Any] = {"row": "entry", "key": entry.key, "config": entry.describe()}

@@ -10,7 +10,8 @@ in log space (a power law of the features), so its errors are relative, as laten
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -15,12 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from keras import KerasTensor  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nas_rl.arch import ArchSpec  # noqa: E402
 from nas_rl.models.torch_builder import BN_EPS, BN_MOMENTUM, LayerSpec, stage_layers  # noqa: E402
-
-KerasTensor = keras.KerasTensor
 
 
 def keras_layer_name(torch_path: str) -> str:
@@ -141,6 +140,7 @@ def _keras_weights(module: nn.Module) -> list[np.ndarray]:
             kernel = weight.transpose(2, 3, 1, 0)
         return [kernel] + ([numpy(module.bias)] if module.bias is not None else [])
     if isinstance(module, nn.BatchNorm2d):
+        assert module.running_mean is not None and module.running_var is not None  # tracked statistics
         return [numpy(module.weight), numpy(module.bias), numpy(module.running_mean), numpy(module.running_var)]
     if isinstance(module, nn.Linear):
         return [numpy(module.weight).T, numpy(module.bias)]

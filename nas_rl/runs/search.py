@@ -77,6 +77,8 @@ def resume_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     if not (run_dir / RUN_FILE).is_file() or not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"resume={run_dir} is not accepted: not a nas-rl run directory (no {RUN_FILE} and config.yaml)")
     saved = OmegaConf.load(run_dir / "config.yaml")
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"resume={run_dir} is not accepted: {run_dir / 'config.yaml'} is not a run's config (a mapping)")
     before, after = _compose_with_run_overrides(run_dir, overrides)
     changed = _changed_keys(before, after)
     refused = [key for key in changed if _is_evaluation_key(key) and _value(after, key) != _value(saved, key)]
@@ -100,8 +102,8 @@ def _compose_with_run_overrides(run_dir: Path, overrides: list[str]) -> tuple[Di
     from omegaconf.errors import OmegaConfBaseException
 
     file = run_dir / ".hydra" / "overrides.yaml"  # Hydra writes it; a run made without Hydra has none
-    saved = OmegaConf.load(file) if file.is_file() else []
-    previous = [str(o) for o in saved if not str(o).lstrip("+~").startswith(("resume=", "hydra.", "hydra/"))]
+    recorded: Any = OmegaConf.load(file) if file.is_file() else []
+    previous = [str(o) for o in recorded if not str(o).lstrip("+~").startswith(("resume=", "hydra.", "hydra/"))]
     try:
         return compose(CONFIG_NAME, previous), compose(CONFIG_NAME, previous + overrides)
     except (HydraException, OmegaConfBaseException):

@@ -8,7 +8,8 @@ table's keys are the same canonical strings the rest of nas-rl uses.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from nas_rl.arch import ArchSpec, BlockSpec
 from nas_rl.errors import ConfigError

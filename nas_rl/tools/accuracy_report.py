@@ -11,12 +11,14 @@ Hydra config.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -29,6 +31,7 @@ from nas_rl.accuracy.zero_cost import (
     sample_batches,
     score_arch,
 )
+from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.spaces.base import SearchSpace
 
@@ -104,9 +107,11 @@ def accuracy_report(
         raise ConfigError(f"report.archs={archs!r} is not accepted: use an integer >= 3 (correlations need points)")
     data = sample_batches(trainer.dataset, batches, batch_size, score_seed)
     resolution = trainer.dataset.resolution
-    measures = {p: (lambda a, p=p: score_arch(p, a, data, score_seed)) for p in proxies}
+    measures: dict[str, Callable[[ArchSpec], float]] = {
+        p: functools.partial(_score, p, data, score_seed) for p in proxies
+    }
     measures["params"] = parameter_count
-    measures["flops"] = lambda a: multiply_adds(a, resolution)
+    measures["flops"] = functools.partial(multiply_adds, resolution=resolution)
     rows = []
     for arch in tqdm(space.sample_archs(seed, archs, distinct=True), desc="architectures", disable=not progress, unit="arch"):
         start = time.perf_counter()
@@ -235,3 +240,8 @@ def _mean(values: Sequence[float]) -> float:
 
 def _num(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.3f}"
+
+
+def _score(proxy: str, batches: list[tuple[Any, Any]], seed: int, arch: ArchSpec) -> float:
+    """``score_arch`` with the architecture last, so one proxy is a function of the architecture alone."""
+    return score_arch(proxy, arch, batches, seed)

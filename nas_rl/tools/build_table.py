@@ -28,10 +28,11 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -74,6 +75,7 @@ def load_recipe(recipe: str = DEFAULT_RECIPE, overrides: list[str] | None = None
     missing = [key for key in ("name", "search_space", "accuracy", "latency") if key not in cfg]
     if missing:
         raise ConfigError(f"recipe {path}: missing section(s) {', '.join(missing)}")
+    assert isinstance(cfg, DictConfig)  # it has named sections
     return cfg
 
 

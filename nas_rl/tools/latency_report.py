@@ -117,12 +117,12 @@ def compare(
             stats = reference.benchmark(flatbuffers[index])
             if number == passes:
                 flatbuffers.pop(index)
-            row = kept[index]
-            row[f"pass{number}_ms"] = stats.median_ms
-            if "measured_ms" not in row or stats.median_ms < row["measured_ms"]:
-                row.update(measured_ms=stats.median_ms, measured_std_ms=stats.std_ms, measured_runs=stats.runs)
+            measured = kept[index]
+            measured[f"pass{number}_ms"] = stats.median_ms
+            if "measured_ms" not in measured or stats.median_ms < measured["measured_ms"]:
+                measured.update(measured_ms=stats.median_ms, measured_std_ms=stats.std_ms, measured_runs=stats.runs)
             if on_row is not None:
-                on_row({"arch": archs[index].to_string(), **row})
+                on_row({"arch": archs[index].to_string(), **measured})
     rows = []
     for index, arch in enumerate(archs):
         row: dict[str, Any] = {"index": index, "arch": arch.to_string(), **kept[index]}

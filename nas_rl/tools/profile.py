@@ -121,9 +121,9 @@ def profile_device(
                                   conversion=conversion, **network_timing)  # fmt: skip
     networks_measured = 0
     for number in range(1, passes + 1):
-        again = [index for index in range(networks) if table.network_measurements.get(index, 0) < number]
+        unmeasured = [index for index in range(networks) if table.network_measurements.get(index, 0) < number]
         label = "networks" if number == 1 else f"networks, pass {number}"
-        for index in tqdm(again, desc=label, unit="net", disable=not progress, dynamic_ncols=True):
+        for index in tqdm(unmeasured, desc=label, unit="net", disable=not progress, dynamic_ncols=True):
             table.append(measure_network(index, drawn[index], network_model))
         networks_measured += len(again)
     return ProfileResult(table, len(entries), measured, networks_measured, time.perf_counter() - start)
