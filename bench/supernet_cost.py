@@ -1,0 +1,75 @@
+"""What one architecture costs with accuracy=supernet against one stand-alone proxy evaluation, side by side.
+
+    python bench/supernet_cost.py [--checkpoint outputs/supernets/mnasnet-digits] [--archs 40] [--proxy 4]
+                                  [--threads 1] [--calibration-images 256]
+
+Both estimators score architectures drawn from the default search's space (MnasNet space, 32x32, digits;
+``envs/MnasNet-v0.yaml``) with the same torch threads: the supernet slices, recalibrates BatchNorm on
+``--calibration-images`` training images and scores the validation split; proxy training trains each
+architecture for the default 2 epochs (``conf/accuracy/proxy.yaml``). The supernet is loaded before timing
+(a search loads it once). Prints a markdown table: median and 90th percentile seconds per architecture, and
+the speed-up (proxy median / supernet median). Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from nas_rl.accuracy.proxy import ProxyTraining
+from nas_rl.data.datasets import load_digits
+from nas_rl.envs.registry import load_spec
+from nas_rl.spaces.mnasnet import MnasNetSpace
+from nas_rl.supernet.estimator import SupernetAccuracy
+
+
+def default_space() -> MnasNetSpace:
+    settings = OmegaConf.to_container(load_spec("MnasNet-v0").search_space, resolve=True)
+    assert isinstance(settings, dict)
+    settings.pop("_target_")
+    return MnasNetSpace(**settings)
+
+
+def seconds_each(score, archs) -> list[float]:  # noqa: ANN001
+    times = []
+    for arch in archs:
+        start = time.perf_counter()
+        score(arch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="outputs/supernets/mnasnet-digits")
+    parser.add_argument("--archs", type=int, default=40)
+    parser.add_argument("--proxy", type=int, default=4, help="architectures proxy-trained (each takes seconds)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calibration-images", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    space = default_space()
+    data = load_digits(resolution=space.resolution)
+    supernet = SupernetAccuracy(args.checkpoint, space, data, calibration_images=args.calibration_images,
+                                threads=args.threads)  # fmt: skip
+    archs = space.sample_archs(99, args.archs)
+    supernet.accuracy(archs[0])  # loads the checkpoint and prepares the data, as a search does once
+    one_shot = seconds_each(supernet.accuracy, archs)
+    proxy = seconds_each(ProxyTraining(data, epochs=2, threads=args.threads).accuracy, archs[: args.proxy])
+    rows = [("accuracy=supernet", one_shot), ("accuracy=proxy (2 epochs)", proxy)]
+    print(f"| estimator | archs | median s/arch | p90 s/arch | speed-up | ({args.threads} thread(s), "
+          f"{args.calibration_images} calibration images) |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, times in rows:
+        ratio = statistics.median(proxy) / statistics.median(times)
+        print(f"| {name} | {len(times)} | {statistics.median(times):.3f} | {np.percentile(times, 90):.3f} | "
+              f"{ratio:.0f}x | |")
+
+
+if __name__ == "__main__":
+    main()
