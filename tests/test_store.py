@@ -12,7 +12,8 @@ from nas_rl.errors import EvaluationFailed
 from nas_rl.evaluation.evaluator import Evaluator
 from nas_rl.evaluation.reward import MnasReward
 from nas_rl.evaluation.store import EvaluationStore
-from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+from tests.helpers.doubles import ChannelLatencyDouble, HashAccuracyDouble
+from tests.helpers.tiny import tiny_space
 
 
 def make_evaluator(path: Path, accuracy=None, run_id: str = "run") -> Evaluator:
@@ -80,3 +81,36 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path) -> 
             keys = pool.starmap(_register_in_fresh_store, [(path, barrier, i) for i in range(workers)])
             rows = EvaluationStore(path).conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0]
             assert len(set(keys)) == rows == workers
+
+
+def test_copying_an_in_memory_store_that_holds_evaluations_warns_once(tmp_path: Path) -> None:
+    import copy
+    import pickle
+    import warnings
+
+    from nas_rl.controllers.base import play_tokens
+    from nas_rl.envs.nas_env import NasEnv
+    from nas_rl.evaluation.evaluator import Evaluator
+    from nas_rl.evaluation.reward import MnasReward
+    from tests.helpers.doubles import ChannelLatencyDouble, HashAccuracyDouble
+    from tests.helpers.tiny import tiny_space
+
+    def env(store: str) -> NasEnv:
+        evaluator = Evaluator(HashAccuracyDouble(), ChannelLatencyDouble(), MnasReward(1.0), EvaluationStore(store))
+        return NasEnv(tiny_space(), evaluator)
+
+    memory, file = env(":memory:"), env(str(tmp_path / "e.sqlite"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pickle.dumps(memory)  # empty: nothing is lost
+        play_tokens(file, [0] * 42)
+        pickle.dumps(file)  # a file: the copy reopens it
+    play_tokens(memory, [0] * 42)
+    with pytest.warns(UserWarning, match="in-memory evaluation store: the copy starts empty") as caught:
+        clone = pickle.loads(pickle.dumps(memory))
+        copy.deepcopy(memory)
+    assert len(caught) == 1
+    assert len(list(clone.evaluator.store.evaluations())) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pickle.dumps(clone)

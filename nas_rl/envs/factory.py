@@ -2,30 +2,61 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from nas_rl.config import build
 from nas_rl.envs.nas_env import NasEnv
+from nas_rl.errors import ConfigError
 from nas_rl.evaluation.evaluator import Evaluator
 from nas_rl.evaluation.store import EvaluationStore
 
+#: The settings of the ``env`` section: NasEnv's keyword arguments besides the roles.
+ENV_SETTINGS = tuple(name for name in inspect.signature(NasEnv).parameters if name not in ("search_space", "evaluator"))
 
-def build_env(cfg: DictConfig, store: EvaluationStore, run_id: str) -> NasEnv:
+
+def build_env(
+    cfg: DictConfig,
+    store: EvaluationStore,
+    run_id: str,
+    render_mode: str | None = None,
+    roles: Mapping[str, Any] | None = None,
+) -> NasEnv:
     """NasEnv from the ``search_space``, ``accuracy``, ``latency``, ``reward`` and ``env`` sections of ``cfg``.
 
     An optional ``evaluator`` section names another evaluator class (``_target_``, called with the same roles),
     e.g. the tabular fast path of ``envs/Tabular-v0.yaml``; without it, :class:`~nas_rl.evaluation.evaluator.Evaluator`.
+    ``roles`` holds already built roles (``search_space``, ``accuracy``, ``latency``, ``reward``): each is used
+    as it is instead of building its section.
     """
-    roles = {
-        "accuracy": build(cfg.accuracy, "accuracy"),
-        "latency": build(cfg.latency, "latency"),
-        "reward": build(cfg.reward, "reward"),
+    roles = dict(roles or {})
+
+    def role(key: str) -> Any:
+        return roles[key] if key in roles else build(cfg[key], key)
+
+    parts = {
+        "accuracy": role("accuracy"),
+        "latency": role("latency"),
+        "reward": role("reward"),
         "store": store,
         "run_id": run_id,
     }
     if cfg.get("evaluator"):
         # A partial, called with the roles: instantiate() would turn the (dataclass) reward into a config.
-        evaluator = build(OmegaConf.merge(cfg.evaluator, {"_partial_": True}), "evaluator")(**roles)
+        partial = OmegaConf.merge(cfg.evaluator, {"_partial_": True})
+        assert isinstance(partial, DictConfig)
+        evaluator = build(partial, "evaluator")(**parts)
     else:
-        evaluator = Evaluator(**roles)
-    return NasEnv(build(cfg.search_space, "search_space"), evaluator, **cfg.get("env", {}))
+        evaluator = Evaluator(**parts)
+    settings = dict(cfg.get("env") or {})
+    unknown = sorted(set(settings) - set(ENV_SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"env.{unknown[0]}={settings[unknown[0]]!r} is not an env setting; settings: {', '.join(ENV_SETTINGS)}"
+        )
+    if render_mode is not None:
+        settings["render_mode"] = render_mode
+    return NasEnv(role("search_space"), evaluator, **settings)

@@ -14,6 +14,7 @@ import os
 import random
 import sqlite3
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,14 +101,30 @@ class EvaluationStore:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._warned_copy = False
 
     def __getstate__(self) -> dict[str, Any]:
+        if str(self.path) == ":memory:" and not self._warned_copy and self._holds_evaluations():
+            self._warned_copy = True
+            warnings.warn(
+                "copying or pickling an in-memory evaluation store: the copy starts empty, so its process (a vector "
+                "env worker, a deepcopy) re-evaluates what this one knows and keeps its own answers; give the env a "
+                "store file to share them (gym.make(..., store='evaluations.sqlite'))",
+                stacklevel=2,
+            )
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = Path(state["path"])
         self._conn = None
         self._pid = None
+        self._warned_copy = False
+
+    def _holds_evaluations(self) -> bool:
+        """Whether this process's open connection holds an evaluation (never opens a connection to find out)."""
+        if self._conn is None or self._pid != os.getpid():
+            return False
+        return self._conn.execute("SELECT 1 FROM evaluations LIMIT 1").fetchone() is not None
 
     @property
     def conn(self) -> sqlite3.Connection:
