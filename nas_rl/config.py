@@ -1,20 +1,22 @@
-"""Building roles from config: the one place that calls ``hydra.utils.instantiate``."""
+"""Building roles from config: the one place that turns a ``_target_`` config into an object, and validates it."""
 
 from __future__ import annotations
 
 import collections.abc
 import functools
+import inspect
 import numbers
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from nas_rl.errors import ConfigError
+from nas_rl._util import first_line
+from nas_rl.errors import ConfigError, not_accepted, require
 
 #: What a setting whose type hint is one of these scalars accepts, in the words of an error message: one, many.
 _SCALAR_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "booleans")}
@@ -22,28 +24,115 @@ _UNREADABLE = object()
 
 
 def build(node: DictConfig | dict[str, Any], key: str, **kwargs: Any) -> Any:
-    """Instantiate the ``_target_`` config at ``key``; a bad setting raises ConfigError naming it.
+    """Instantiate the ``_target_`` config at ``key``: the one validator of settings.
 
-    Before anything is built, every argument whose target declares it ``int``, ``float`` or ``bool`` (or an
-    optional one, or a list of them) is checked for its type, so ``accuracy.epochs=abc`` is refused as
-    ``accuracy.epochs='abc'`` rather than failing somewhere inside a constructor. A ConfigError raised inside
-    a constructor surfaces as itself; a TypeError or ValueError becomes a ConfigError naming ``key``.
-    ``_convert_="all"`` hands plain dicts and lists to libraries that check ``isinstance(x, dict)`` (SB3).
+    Each ``_target_`` node (nested ones too) is checked once against its target's signature, which is the
+    schema: a key the target does not take, or a value whose type is not the ``int`` / ``float`` / ``bool``
+    (optional, or a list of them) it declares, is refused naming its full path, before anything is built.
+    Nested targets are built first, each under its own path, so a ConfigError a constructor raises about
+    its own parameter (``epochs=0 ...``) surfaces as ``accuracy.calibration.epochs=0 ...``. Any other
+    exception a constructor raises is a bug and propagates with its traceback.
+    Settings arrive as plain dicts and lists (libraries such as SB3 check ``isinstance(x, dict)``).
     """
     remap_targets(node._get_root() if isinstance(node, DictConfig) else node)
     check_argument_types(node, key, kwargs)
+    return _build(node, key, kwargs)
+
+
+def _build(node: Any, key: str, kwargs: Mapping[str, Any]) -> Any:
+    check_known_settings(node, key, kwargs)
+    recursive = _get(node, "_recursive_") is not False
+    names = [name for name in _settings(node) if name not in kwargs]
+    children = {name: _built_value(node[name], _path(node, name, key)) for name in names
+                if recursive and _holds_target(node[name])}  # fmt: skip
+    settings = {name: _plain(node[name]) for name in names if name not in children}
+    args = _plain(node["_args_"]) if "_args_" in node else []
+    target = _get(node, "_target_")
     try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        if isinstance(cause, (TypeError, ValueError)):
-            first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-            raise ConfigError(f"{key}: {first_line}") from cause
-        raise
+        function = get_object(target)
+    except Exception as error:
+        raise not_accepted(f"{key}._target_", target, f"an importable class or function ({first_line(error)})") from None
+    if _get(node, "_partial_") is True:
+        return functools.partial(function, *args, **settings, **children, **kwargs)
+    try:
+        return function(*args, **settings, **children, **kwargs)
+    except ConfigError as error:
+        raise type(error)(placed(str(error), key)) from None
+
+
+def _built_value(value: Any, key: str) -> Any:
+    """``value`` (a setting that holds a ``_target_`` somewhere) with every target in it built under its path."""
+    if OmegaConf.is_dict(value) or isinstance(value, Mapping):
+        if "_target_" in value:
+            return _build(value, key, {})
+        return {name: _built_value(value[name], f"{key}.{name}") if _holds_target(value[name]) else _plain(value[name])
+                for name in value}  # fmt: skip
+    return [_built_value(item, f"{key}[{index}]") if _holds_target(item) else _plain(item)
+            for index, item in enumerate(value)]  # fmt: skip
+
+
+def _path(node: Any, name: str, key: str) -> str:
+    """The config path a user sets ``node[name]`` at: ``key.name``, or for ``${dataset}`` the path ``dataset``."""
+    if OmegaConf.is_dict(node):
+        raw = OmegaConf.to_container(node, resolve=False).get(name)  # type: ignore[union-attr]
+        match = re.fullmatch(r"\$\{([A-Za-z_][\w.]*)\}", raw) if isinstance(raw, str) else None
+        if match:
+            return match.group(1)
+    return f"{key}.{name}"
+
+
+def _holds_target(value: Any) -> bool:
+    if OmegaConf.is_dict(value) or isinstance(value, Mapping):
+        if OmegaConf.is_config(value) and (value._is_none() or value._is_interpolation()):
+            return False
+        return "_target_" in value or any(_holds_target(value[name]) for name in value)
+    if OmegaConf.is_list(value) or isinstance(value, (list, tuple)):
+        if OmegaConf.is_config(value) and (value._is_none() or value._is_interpolation()):
+            return False
+        return any(_holds_target(item) for item in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _settings(node: Any) -> list[str]:
+    """The names of a node's settings (its keys, without Hydra's ``_target_``-style ones)."""
+    return [str(name) for name in node if not (str(name).startswith("_") and str(name).endswith("_"))]
+
+
+#: A constructor's message about its own parameter: ``name=...`` or ``name[index]=...`` (no dotted path yet).
+_RELATIVE = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*[=:]")
+
+
+def placed(message: str, key: str) -> str:
+    """``message`` with ``key.`` in front when it names a parameter of the node at ``key`` without its path."""
+    return f"{key}.{message}" if _RELATIVE.match(message) else message
+
+
+def check_known_settings(node: Any, key: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse a key of a ``_target_`` node that its target does not take (unless it takes ``**kwargs``)."""
+    parameters = _parameters(_get(node, "_target_"))
+    if parameters is None:
+        return
+    unknown = [name for name in [*_settings(node), *kwargs] if name not in parameters]
+    if unknown:
+        raise not_accepted(f"{key}.{unknown[0]}", _get(node, unknown[0]) if unknown[0] in node else kwargs[unknown[0]],
+                           f"a setting of {_get(node, '_target_')}: {', '.join(parameters) or 'none'}")
+
+
+def _parameters(target: Any) -> list[str] | None:
+    """The keyword parameters of ``target``; None when it takes ``**kwargs`` or cannot be inspected."""
+    try:
+        function = get_object(target) if isinstance(target, str) else target
+        signature = inspect.signature(function)
+    except Exception:
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [name for name, p in signature.parameters.items() if p.kind in kinds and name != "self"]
 
 
 def check_argument_types(node: Any, key: str, overrides: Mapping[str, Any] | None = None) -> None:
@@ -68,8 +157,7 @@ def check_argument_types(node: Any, key: str, overrides: Mapping[str, Any] | Non
             except Exception:
                 continue  # instantiation reports it
         accepted, what = _accepts(hints[name], value)
-        if not accepted:
-            raise ConfigError(f"{key}.{name}={value!r} is not accepted: use {what}")
+        require(accepted, f"{key}.{name}", value, what)
 
 
 def _get(node: Mapping[str, Any], name: Any) -> Any:

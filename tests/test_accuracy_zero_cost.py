@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from nas_rl.accuracy.zero_cost import (
 from nas_rl.config import build
 from nas_rl.data.datasets import SplitDataset, load_digits
 from nas_rl.errors import ConfigError, EvaluationFailed
-from tests.conftest import tiny_space
+from tests.helpers.tiny import tiny_space
 
 FAST = {"epochs": 0.2, "batch_size": 32, "lr": 0.01, "optimizer": "adam", "threads": 1}
 
@@ -36,7 +36,7 @@ def one_thread():
         yield
 
 
-@lru_cache(maxsize=None)
+@cache
 def digits() -> SplitDataset:
     return load_digits(resolution=16, max_samples=300)
 

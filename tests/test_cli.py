@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers.cli import run_cli
+from tests.helpers.tiny import TINY_OVERRIDES
 
-
-def nas_rl_command() -> list[str]:
-    script = Path(sys.executable).parent / "nas-rl"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("nas-rl")
-    return [found] if found else [sys.executable, "-m", "nas_rl.cli"]
-
-
-def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(nas_rl_command() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+pytestmark = pytest.mark.slow  # every test runs the entry point in a subprocess
 
 
 @pytest.mark.parametrize(

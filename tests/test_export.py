@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -14,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from nas_rl.runs import export
 from nas_rl.accuracy.checkpoint import load_checkpoint
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
 from nas_rl.models.torch_builder import build_torch_model
+from nas_rl.runs import export
 from nas_rl.runs.export import (
     ExportMismatch,
     check_logits,
@@ -26,7 +25,8 @@ from nas_rl.runs.export import (
     onnx_logits,
     tflite_logits,
 )
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers.export import perturbed
+from tests.helpers.tiny import TINY_OVERRIDES
 
 TINY_ARCH = "ds_r1_k3_s1_c8:ir_r1_k3_s2_e3_c16_se0.25"
 RESOLUTION = 16
@@ -51,14 +51,6 @@ def trained_like_model(arch: ArchSpec, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def perturbed(model: torch.nn.Module, amount: float = 0.5) -> torch.nn.Module:
-    """Test double for a broken exporter: a copy of the model whose classifier bias is off by ``amount``."""
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        other.classifier.bias += amount
-    return other
-
-
 Exported = tuple[torch.nn.Module, dict, Path]
 
 
@@ -76,6 +68,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, images: np.ndarray) -> Ex
     return model, result, run_dir
 
 
+@pytest.mark.slow  # the exported fixture converts to TFLite
 def test_export_writes_three_files_within_tolerance(exported: Exported) -> None:
     _, result, run_dir = exported
     for fmt, name in (("checkpoint", "best.pt"), ("onnx", "best.onnx"), ("tflite", "best.tflite")):
@@ -84,6 +77,7 @@ def test_export_writes_three_files_within_tolerance(exported: Exported) -> None:
     assert result["validation_images"] == 8 and result["resolution"] == RESOLUTION and result["onnx_opset"] >= 13
 
 
+@pytest.mark.slow  # the exported fixture converts to TFLite
 def test_checkpoint_reloads_to_the_same_logits(exported: Exported, images: np.ndarray) -> None:
     model, result, _ = exported
     checkpoint = load_checkpoint(result["checkpoint"])
@@ -93,6 +87,7 @@ def test_checkpoint_reloads_to_the_same_logits(exported: Exported, images: np.nd
         assert torch.equal(checkpoint.build_model()(torch.from_numpy(images)), model(torch.from_numpy(images)))
 
 
+@pytest.mark.slow  # the exported fixture converts to TFLite
 def test_onnx_runs_in_onnxruntime_at_any_batch(exported: Exported, images: np.ndarray) -> None:
     model, result, _ = exported
     for batch in (images[:1], images):  # the batch axis is dynamic
@@ -101,6 +96,7 @@ def test_onnx_runs_in_onnxruntime_at_any_batch(exported: Exported, images: np.nd
         np.testing.assert_allclose(onnx_logits(result["onnx"], batch), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # the exported fixture converts to TFLite
 def test_tflite_runs_in_litert(exported: Exported, images: np.ndarray) -> None:
     model, result, _ = exported
     with torch.no_grad():
@@ -121,6 +117,7 @@ def test_onnx_with_other_weights_raises_mismatch(
     assert not (tmp_path / "best.tflite").exists()  # stops at the first mismatching format
 
 
+@pytest.mark.slow  # a TFLite conversion
 def test_tflite_with_other_weights_raises_mismatch(
     tmp_path: Path, images: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,6 +151,7 @@ def test_images_of_the_wrong_shape_are_refused(tmp_path: Path, images: np.ndarra
 # ------------------------------------------------------------------------------------- the export of a search
 
 
+@pytest.mark.slow  # proxy training and a TFLite conversion
 def test_export_of_a_search_is_the_network_proxy_training_trained(tmp_path: Path) -> None:
     """accuracy.width_multiplier=0.5 at a proxy resolution of 12: the exported files are that half-width network
     at 12x12, with the weights it was scored with, checked on the validation split at 12x12."""
@@ -164,7 +162,8 @@ def test_export_of_a_search_is_the_network_proxy_training_trained(tmp_path: Path
     from nas_rl.evaluation.reward import MnasReward
     from nas_rl.evaluation.store import EvaluationStore
     from nas_rl.runs.search import SearchResult, export_best_architecture
-    from tests.conftest import ChannelLatencyDouble, tiny_space
+    from tests.helpers.doubles import ChannelLatencyDouble
+    from tests.helpers.tiny import tiny_space
 
     space = tiny_space()
     proxy = ProxyTraining(load_digits(resolution=16), epochs=0.1, threads=1, resolution=12, width_multiplier=0.5)
@@ -186,6 +185,7 @@ def test_export_of_a_search_is_the_network_proxy_training_trained(tmp_path: Path
     assert max(outcome["max_abs_diff"].values()) <= outcome["atol"]
 
 
+@pytest.mark.slow  # a subprocess run of the entry point
 def test_a_search_whose_export_mismatches_keeps_its_outputs_and_fails(tmp_path: Path) -> None:
     """nas-rl with a broken ONNX exporter (a test double injected into the real process): every other output is
     written, the summary shows the failure, and the process ends with one line on stderr and exit code 1."""
@@ -193,7 +193,7 @@ def test_a_search_whose_export_mismatches_keeps_its_outputs_and_fails(tmp_path: 
     args = [*(o for o in TINY_OVERRIDES if not o.startswith("latency.")), "latency=flops", "latency.ms_per_mac=1e-6",
             "controller=random", "search.budget=2", "search.progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     code = (
-        "import sys; from nas_rl.runs import export; from tests.test_export import perturbed; "
+        "import sys; from nas_rl.runs import export; from tests.helpers.export import perturbed; "
         "original = export.export_onnx; "
         "export.export_onnx = lambda model, *args: original(perturbed(model), *args); "
         f"sys.argv = ['nas-rl', *{args!r}]; "

@@ -26,7 +26,8 @@ from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.latency.base import LatencyStats
 from nas_rl.runs.run_report import best_so_far, load_run, pareto_front, write_run_plots
 from nas_rl.runs.search import write_outputs
-from tests.conftest import ChannelLatencyDouble, HashAccuracyDouble, tiny_space
+from tests.helpers.doubles import ChannelLatencyDouble, HashAccuracyDouble
+from tests.helpers.tiny import tiny_space
 
 
 def episode(arch: str, accuracy: float | None, latency_ms: float | None, reward: float = 0.0, **extra: Any) -> dict:
@@ -186,6 +187,7 @@ def run_report(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(report_command() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a subprocess run of the entry point
 def test_report_compares_two_runs_as_a_user_runs_it(runs: list[tuple[Path, list[dict]]], tmp_path: Path) -> None:
     result = run_report([str(run_dir) for run_dir, _ in runs] + ["--out", "compare"], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -200,6 +202,7 @@ def test_report_compares_two_runs_as_a_user_runs_it(runs: list[tuple[Path, list[
     assert imread(tmp_path / "compare" / "comparison.png").shape[0] > 100
 
 
+@pytest.mark.slow  # subprocess runs of the entry point
 @pytest.mark.parametrize("bad", ["no/such/run", "empty"], ids=["missing", "not-a-run"])
 def test_report_of_a_bad_path_is_one_line_and_exit_code_2(bad: str, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
@@ -209,6 +212,7 @@ def test_report_of_a_bad_path_is_one_line_and_exit_code_2(bad: str, tmp_path: Pa
     assert len(lines) == 1 and bad in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow  # a subprocess run of the entry point
 def test_report_of_a_sweep_folder_compares_its_finished_jobs(
     runs: list[tuple[Path, list[dict]]], tmp_path: Path
 ) -> None:

@@ -10,8 +10,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import TINY_OVERRIDES, tiny_space
-from tests.test_cli import nas_rl_command, run_cli
+import pytest
+
+from tests.helpers.cli import nas_rl_command, run_cli
+from tests.helpers.tiny import TINY_OVERRIDES, tiny_space
+
+#: Every test runs the real entry point in a subprocess (real proxy training, most with LiteRT measurement).
+pytestmark = pytest.mark.slow
 
 
 def count_episodes(store: Path) -> int:

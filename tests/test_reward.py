@@ -34,6 +34,11 @@ def test_hard_constraint_is_flat_below_target_and_steep_above() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [("target_ms", -1.0), ("target_ms", 0.0), ("alpha", 0.5)])
 def test_invalid_settings_name_the_key(field: str, value: float) -> None:
+    """The constructor names its parameter; building from config names the full path."""
     kwargs = {"target_ms": 10.0, field: value}
-    with pytest.raises(ConfigError, match=f"reward.{field}"):
+    with pytest.raises(ConfigError, match=f"^{field}={value} is not accepted: use "):
         MnasReward(**kwargs)
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"reward.{field}={value}"])
+    with pytest.raises(ConfigError, match=f"^reward.{field}={value} is not accepted: use "):
+        build(cfg.reward, "reward")

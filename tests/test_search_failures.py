@@ -19,10 +19,11 @@ from rich.console import Console
 
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.arch import ArchSpec
-from nas_rl.cli import group_options
 from nas_rl.errors import EvaluationFailed
 from nas_rl.runs.search import print_summary, run_search
-from tests.conftest import TINY_OVERRIDES, ChannelLatencyDouble
+from tests.helpers.controllers import controller_params
+from tests.helpers.doubles import ChannelLatencyDouble
+from tests.helpers.tiny import TINY_OVERRIDES
 
 BUDGET = 8
 #: Evolution with a population below the budget, so failed members (reward 0) go through its tournaments.
@@ -59,7 +60,7 @@ def search_config(controller: str, run_dir: Path):
     return cfg
 
 
-@pytest.mark.parametrize("controller", group_options("controller"))
+@pytest.mark.parametrize("controller", controller_params())  # the SB3 ones are slow
 def test_search_spends_its_budget_through_failed_evaluations(controller: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_search(search_config(controller, run_dir), run_dir)

@@ -13,9 +13,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from nas_rl.tools import build_table as tabular_build
 from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
-from nas_rl.benchmark.table import ARRAYS, load_table, write_table
+from nas_rl.benchmark.table import ARRAYS, load_table
 from nas_rl.config import build
 from nas_rl.envs.registry import make_env
 from nas_rl.errors import ConfigError, EvaluationFailed
@@ -24,7 +23,9 @@ from nas_rl.evaluation.reward import MnasReward, latency_midrange
 from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.evaluation.table_evaluator import TabularEvaluator
 from nas_rl.spaces.tabular import TabularSpace
+from nas_rl.tools import build_table as tabular_build
 from nas_rl.tools.build_table import write_synthetic_table
+from tests.helpers.tables import rewrite, tiny_recipe_file
 
 STAGES = [["ds_r1_k3_s1_c4", "ir_r1_k3_s1_e3_c4", "ir_r1_k5_s1_e3_c4"], ["ir_r1_k3_s2_e3_c8", "ir_r1_k3_s2_e6_c8"]]
 
@@ -36,17 +37,6 @@ def small_space() -> TabularSpace:
 @pytest.fixture
 def table_path(tmp_path: Path) -> Path:
     return write_synthetic_table(tmp_path / "small.npz", small_space())
-
-
-def rewrite(path: Path, target: Path, meta_edit=None, **column_edits) -> Path:
-    """A copy of table ``path`` with edited meta or columns, packed again (so its digest is right)."""
-    with np.load(path) as archive:
-        meta = json.loads(str(archive["meta"]))
-        columns = {name: archive[name] for name in ARRAYS}
-    if meta_edit:
-        meta_edit(meta)
-    columns.update(column_edits)
-    return write_table(target, columns, meta)
 
 
 def test_space_decodes_encodes_and_enumerates() -> None:
@@ -84,6 +74,11 @@ def test_table_round_trip_and_lookups(table_path: Path) -> None:
         assert table.row(arch) == table.index(tokens) == index
         assert accuracy.accuracy(arch) == table.columns["accuracy"][index]
         assert latency.measure(arch).median_ms == latency.latency_ms(arch) == table.columns["latency_median_ms"][index]
+        stats = latency.measure(arch)
+        assert (stats.mean_ms, stats.std_ms, stats.min_ms, stats.max_ms, stats.runs) == tuple(
+            table.columns[name][index] for name in ("latency_mean_ms", "latency_std_ms", "latency_min_ms",
+                                                    "latency_max_ms", "latency_runs")
+        )  # fmt: skip
     for fingerprint in (accuracy.fingerprint(), latency.fingerprint()):
         assert fingerprint["table"] == "synthetic-6" and fingerprint["digest"] == table.digest
     assert latency.fingerprint()["device"]["name"] == "synthetic"
@@ -172,6 +167,24 @@ def test_tabular_env_passes_the_checkers_pickles_and_spends_no_store(table_path:
         make_env("Tabular-v0", table=str(table_path), rewards={"target_ms": 1.0})
 
 
+def test_env_pays_each_architecture_the_packed_tables_values_exactly(table_path: Path) -> None:
+    """Every architecture stepped through the env: its accuracy and latency are the table's stored row, bit for bit,
+    and its reward is the reward of those values."""
+    table = load_table(table_path)
+    env = make_env("Tabular-v0", table=str(table_path))
+    reward = env.evaluator.reward
+    accuracies = table.columns["accuracy"]
+    for index, tokens in enumerate(table.space.all_tokens()):
+        env.reset(seed=index)
+        for token in tokens:
+            _, paid, terminated, _, info = env.step(token)
+        assert terminated and info["tokens"] == tuple(tokens) and info["status"] == "ok"
+        assert info["accuracy"] == accuracies[index]
+        assert info["latency_ms"] == table.columns["latency_median_ms"][index]
+        assert paid == info["reward"] == reward(accuracies[index], table.columns["latency_median_ms"][index])
+    assert len(set(accuracies.tolist())) == len(table)  # distinct rows: a lookup of the wrong row would show
+
+
 def test_hydra_options_look_up_the_table_and_name_a_missing_one(table_path: Path) -> None:
     overrides = ["search_space=tabular", "accuracy=tabular", "latency=tabular"]
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
@@ -200,54 +213,6 @@ def test_build_folder_guards_its_recipe_and_refuses_to_pack_incomplete(tmp_path:
     assert list(tabular_build.BuildFolder(out).rows("accuracy")) == [1]
     with pytest.raises(ConfigError, match="--part 2 --parts 2"):
         tabular_build.run_build(tabular_build.load_recipe(str(recipe)), out, part=2, parts=2)
-
-
-TINY_RECIPE = """
-name: tabular-tiny
-search_space:
-  _target_: nas_rl.spaces.tabular.TabularSpace
-  resolution: 8
-  num_classes: 10
-  in_channels: 1
-  stem_channels: 4
-  stem_stride: 1
-  head_channels: 8
-  stages:
-  - [ds_r1_k3_s1_c4, ir_r1_k3_s1_e3_c4]
-  - [ir_r1_k3_s2_e3_c8, ir_r1_k5_s2_e6_c8]
-dataset:
-  _target_: nas_rl.data.datasets.load_digits
-  resolution: ${search_space.resolution}
-  val_fraction: 0.2
-  seed: 0
-accuracy:
-  _target_: nas_rl.accuracy.proxy.ProxyTraining
-  dataset: ${dataset}
-  epochs: 0.25
-  batch_size: 64
-  lr: 0.01
-  optimizer: adam
-  seed: 0
-  threads: 1
-latency:
-  _target_: nas_rl.latency.litert.LiteRTLatency
-  threads: 1
-  precision: fp32
-  resolution: ${search_space.resolution}
-  in_channels: ${search_space.in_channels}
-  warmup_min_runs: 1
-  warmup_min_seconds: 0.0
-  min_runs: 10
-  min_seconds: 0.01
-  conversion: frozen_graph
-"""
-
-
-def tiny_recipe_file(folder: Path) -> Path:
-    """A 2 x 2 = 4-architecture recipe at 8x8: a quarter epoch, 10 ms of timing per network."""
-    path = folder / "tiny.yaml"
-    path.write_text(TINY_RECIPE)
-    return path
 
 
 def test_tabular_experiment_searches_the_shipped_table_at_its_midrange() -> None:

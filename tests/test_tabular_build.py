@@ -13,11 +13,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from nas_rl.tools import build_table as tabular_build
 from nas_rl.benchmark import load_table
 from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
 from nas_rl.envs.registry import make_env
-from tests.test_tabular import tiny_recipe_file
+from nas_rl.tools import build_table as tabular_build
+from tests.helpers.tables import tiny_recipe_file
+
+#: Real proxy training and LiteRT measurement of four networks, SB3 controllers in the benchmarks.
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -64,15 +67,19 @@ def test_packed_table_holds_every_architecture_with_its_recipe_and_device(built:
     assert table.meta["recipe"]["latency"]["kind"] == "litert"
     assert table.device["runtime"].startswith("litert") and table.device["threads"] == 1
     assert table.meta["recipe"]["config"]["accuracy"]["epochs"] == 0.25
-    rows = {json.loads(line)["index"]: json.loads(line) for f in out.glob("*.jsonl") for line in f.read_text().splitlines()
-            if json.loads(line)["phase"] == "latency"}  # fmt: skip
+    rows = {phase: {} for phase in ("accuracy", "latency")}
+    for line in (line for f in out.glob("*.jsonl") for line in f.read_text().splitlines()):
+        row = json.loads(line)
+        rows[row["phase"]][row["index"]] = row
     accuracy, latency = TabularAccuracy(path, space=table.space), TabularLatency(path, space=table.space)
     for index, tokens in enumerate(table.space.all_tokens()):
         arch = table.space.decode(tokens)
         assert table.columns["arch"][index] == arch.to_string()
-        assert 0.0 <= accuracy.accuracy(arch) <= 1.0
+        # What the estimators answer is the packed row, and the packed row is what the build measured.
+        assert accuracy.accuracy(arch) == table.columns["accuracy"][index] == rows["accuracy"][index]["accuracy"]
         stats = latency.measure(arch)
-        assert stats.median_ms == rows[index]["median_ms"] > 0 and stats.runs >= 10
+        assert stats.median_ms == table.columns["latency_median_ms"][index] == rows["latency"][index]["median_ms"] > 0
+        assert stats.runs == table.columns["latency_runs"][index] >= 10
     assert path.stat().st_size < 5 * 2**20
 
 
@@ -97,7 +104,8 @@ def test_controller_benchmark_runs_every_controller_tiny(built: tuple[Path, Path
 def test_overhead_and_env_steps_benchmarks_run_tiny(built: tuple[Path, Path]) -> None:
     _, path = built
     rows = bench_module("overhead").main(["--table", str(path), "--budget", "4", "--controllers", "random,mnasnet"])
-    by_name = {row["component"]: row for row in rows}
-    assert by_name["proxy evaluation"]["seconds"] > by_name["env (TabularEvaluator, no history)"]["seconds"] > 0
+    # Which component is faster is the benchmark's finding (README), not a property to test: only its rows.
+    assert {"proxy evaluation", "env (TabularEvaluator, no history)"} <= {row["component"] for row in rows}
+    assert all(np.isfinite(row["seconds"]) and row["seconds"] >= 0 for row in rows)
     steps = bench_module("env_steps").main(["--table", str(path), "--seconds", "0.1", "--repeats", "1"])
     assert len(steps) == 4 and all(row["steps_per_second"] > 0 for row in steps)

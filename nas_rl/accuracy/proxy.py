@@ -18,7 +18,7 @@ from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.accuracy.checkpoint import Checkpoint, load_checkpoint
 from nas_rl.arch import ArchSpec
 from nas_rl.data.datasets import SplitDataset
-from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.errors import ConfigError, EvaluationFailed, require
 from nas_rl.models.torch_builder import build_torch_model
 
 OPTIMIZERS = ("sgd", "adam")
@@ -99,17 +99,17 @@ class ProxyTraining(AccuracyEstimator):
         distill_temperature: float = 4.0,
         distill_weight: float = 0.5,
     ) -> None:
-        _require(epochs > 0, "accuracy.epochs", epochs, "a number > 0")
-        _require(0 < train_fraction <= 1, "accuracy.train_fraction", train_fraction, "a number in (0, 1]")
-        _require(batch_size >= 1, "accuracy.batch_size", batch_size, "an integer >= 1")
-        _require(lr > 0 and math.isfinite(lr), "accuracy.lr", lr, "a finite number > 0")
-        _require(optimizer in OPTIMIZERS, "accuracy.optimizer", optimizer, f"one of {OPTIMIZERS}")
-        _require(0 <= label_smoothing < 1, "accuracy.label_smoothing", label_smoothing, "a number in [0, 1)")
-        _require(threads >= 0, "accuracy.threads", threads, "an integer >= 0 (0 = all cores)")
-        _require(resolution is None or resolution >= 1, "accuracy.resolution", resolution, "null or an integer >= 1")
-        _require(0 < width_multiplier <= 4, "accuracy.width_multiplier", width_multiplier, "a number in (0, 4]")
-        _require(distill_temperature > 0, "accuracy.distill_temperature", distill_temperature, "a number > 0")
-        _require(0 <= distill_weight <= 1, "accuracy.distill_weight", distill_weight, "a number in [0, 1]")
+        require(epochs > 0, "epochs", epochs, "a number > 0")
+        require(0 < train_fraction <= 1, "train_fraction", train_fraction, "a number in (0, 1]")
+        require(batch_size >= 1, "batch_size", batch_size, "an integer >= 1")
+        require(lr > 0 and math.isfinite(lr), "lr", lr, "a finite number > 0")
+        require(optimizer in OPTIMIZERS, "optimizer", optimizer, f"one of {OPTIMIZERS}")
+        require(0 <= label_smoothing < 1, "label_smoothing", label_smoothing, "a number in [0, 1)")
+        require(threads >= 0, "threads", threads, "an integer >= 0 (0 = all cores)")
+        require(resolution is None or resolution >= 1, "resolution", resolution, "null or an integer >= 1")
+        require(0 < width_multiplier <= 4, "width_multiplier", width_multiplier, "a number in (0, 4]")
+        require(distill_temperature > 0, "distill_temperature", distill_temperature, "a number > 0")
+        require(0 <= distill_weight <= 1, "distill_weight", distill_weight, "a number in [0, 1]")
         self.dataset = dataset
         self.epochs = float(epochs)
         self.train_fraction = float(train_fraction)
@@ -175,9 +175,14 @@ class ProxyTraining(AccuracyEstimator):
             return self._train(arch)
 
     def _train(self, arch: ArchSpec) -> tuple[torch.nn.Module, float]:
-        data = self.tensors()
+        self.tensors()  # prepared before the seeded initialisation, as always
         torch.manual_seed(self.seed)
-        model = build_torch_model(scale_width(arch, self.width_multiplier))
+        return self.fit(build_torch_model(scale_width(arch, self.width_multiplier)))
+
+    def fit(self, model: torch.nn.Module) -> tuple[torch.nn.Module, float]:
+        """Train ``model`` as it is initialised (seeded by :meth:`train`, or inherited from a supernet) with this
+        recipe; returns it in eval mode, BatchNorm recalibrated, and its validation accuracy."""
+        data = self.tensors()
         rng = np.random.default_rng(self.seed)
         x_train, y_train, teacher = data["x_train"], data["y_train"], data.get("teacher_logits")
         keep = self._training_subset(rng)
@@ -317,7 +322,3 @@ def recalibrate_batchnorm(model: torch.nn.Module, images: torch.Tensor, batch_si
         norm.momentum = momentum
     model.eval()
 
-
-def _require(ok: bool, key: str, value: Any, accepted: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not accepted: use {accepted}")

@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_rl._util import write_text_atomically
+from nas_rl._util import is_int, write_text_atomically
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
 from nas_rl.arch import ArchSpec
 from nas_rl.data.datasets import SplitDataset
-from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.errors import ConfigError, EvaluationFailed, require
 from nas_rl.models.torch_builder import build_torch_model
 from nas_rl.spaces.base import SearchSpace
 
@@ -119,7 +119,7 @@ SCORERS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
 }
 
 
-def check_proxy(name: str, key: str = "accuracy.proxy") -> str:
+def check_proxy(name: str, key: str = "proxy") -> str:
     if name not in SCORERS:
         raise ConfigError(f"{key}={name!r} is not accepted: use one of {', '.join(PROXIES)}")
     return name
@@ -227,10 +227,9 @@ class ZeroCostProxy(AccuracyEstimator):
         check_proxy(proxy)
         counts = (("batches", batches, 1), ("batch_size", batch_size, 2), ("calibration_archs", calibration_archs, 2))
         for key, value, low in counts:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"accuracy.{key}={value!r} is not accepted: use an integer >= {low}")
+            require(is_int(value) and value >= low, key, value, f"an integer >= {low}")
         if not isinstance(calibration, ProxyTraining):
-            raise ConfigError(f"accuracy.calibration must be a ProxyTraining config, got {type(calibration).__name__}")
+            raise ConfigError(f"calibration: a ProxyTraining config is needed, got {type(calibration).__name__}")
         self.trainer = calibration
         self.search_space = search_space
         self.proxy = proxy

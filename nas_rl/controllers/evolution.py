@@ -30,10 +30,10 @@ class RegularizedEvolution(Controller):
 
     def __init__(self, population_size: int = 20, sample_size: int = 5) -> None:
         if population_size < 2:
-            raise ConfigError(f"controller.population_size={population_size} is not accepted: use an integer >= 2")
+            raise ConfigError(f"population_size={population_size} is not accepted: use an integer >= 2")
         if not 1 <= sample_size <= population_size:
             raise ConfigError(
-                f"controller.sample_size={sample_size} is not accepted: use an integer in [1, population_size]"
+                f"sample_size={sample_size} is not accepted: use an integer in [1, population_size]"
             )
         self.population_size = population_size
         self.sample_size = sample_size

@@ -13,9 +13,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from nas_rl._util import atomic_write
+from nas_rl._util import atomic_write, is_int
 from nas_rl.controllers.base import Controller, OnEvaluation
-from nas_rl.errors import ConfigError
+from nas_rl.errors import ConfigError, require
 
 VEC_ENVS = ("dummy", "subproc")
 
@@ -62,12 +62,11 @@ class SB3Controller(Controller):
         minibatch_archs: int | None = None,
     ) -> None:
         if n_envs < 1:
-            raise ConfigError(f"controller.n_envs={n_envs} is not accepted: use an integer >= 1")
+            raise ConfigError(f"n_envs={n_envs} is not accepted: use an integer >= 1")
         if vec_env not in VEC_ENVS:
-            raise ConfigError(f"controller.vec_env={vec_env!r} is not accepted: use one of {VEC_ENVS}")
+            raise ConfigError(f"vec_env={vec_env!r} is not accepted: use one of {VEC_ENVS}")
         for key, value in (("rollout_archs", rollout_archs), ("minibatch_archs", minibatch_archs)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"controller.{key}={value!r} is not accepted: use an integer >= 1 or null")
+            require(value is None or (is_int(value) and value >= 1), key, value, "an integer >= 1 or null")
         self.algorithm = algorithm
         self.n_envs = n_envs
         self.vec_env = vec_env

@@ -70,7 +70,7 @@ def calibration_images(dataset: SplitDataset, resolution: int | None, count: int
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded split that keeps every class's share in both parts."""
     if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"dataset.val_fraction={val_fraction} is not accepted: use a number in (0, 1)")
+        raise ConfigError(f"val_fraction={val_fraction} is not accepted: use a number in (0, 1)")
     from sklearn.model_selection import train_test_split
 
     try:
@@ -88,14 +88,14 @@ def stratified_subset(y: np.ndarray, max_samples: int | None, seed: int) -> np.n
     if max_samples is None or max_samples >= len(y):
         return np.arange(len(y))
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2:
-        raise ConfigError(f"dataset.max_samples={max_samples!r} is not accepted: use an integer >= 2 or null (all)")
+        raise ConfigError(f"max_samples={max_samples!r} is not accepted: use an integer >= 2 or null (all)")
     from sklearn.model_selection import train_test_split
 
     try:
         keep, _ = train_test_split(np.arange(len(y)), train_size=max_samples, stratify=y, random_state=seed)
     except ValueError as error:
         classes = len(np.unique(y))
-        raise ConfigError(f"dataset.max_samples={max_samples} is too small for {classes} classes: {error}") from None
+        raise ConfigError(f"max_samples={max_samples} is too small for {classes} classes: {error}") from None
     return np.sort(keep)
 
 
@@ -115,7 +115,7 @@ def prepare(
     ``images`` may be uint8 (scaled to [0, 1]) or float; only the subset's images are converted to float.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise ConfigError(f"dataset.resolution={resolution!r} is not accepted: use a positive integer")
+        raise ConfigError(f"resolution={resolution!r} is not accepted: use a positive integer")
     keep = stratified_subset(labels, max_samples, seed)
     images, labels = images[keep], labels[keep]
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
@@ -290,7 +290,7 @@ def load_npz(
 
 def _to_nchw(x: np.ndarray, in_channels: int, layout: str, source: Path) -> np.ndarray:
     if layout not in ("auto", "nhwc", "nchw"):
-        raise ConfigError(f"dataset.layout={layout!r} is not accepted: use auto, nhwc or nchw")
+        raise ConfigError(f"layout={layout!r} is not accepted: use auto, nhwc or nchw")
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         raise ConfigError(f"{source}: x has dtype {x.dtype}; expected uint8 (0..255) or a float type")
     if x.ndim == 3 and in_channels == 1:
@@ -347,7 +347,7 @@ def load_image_folder(
         raise ConfigError(f"dataset.root={root}: no such directory; expected one sub-folder of images per class")
     if in_channels not in (1, 3):
         raise ConfigError(
-            f"dataset.in_channels={in_channels!r} is not accepted for image folders: use 1 (greyscale) or 3 (RGB)"
+            f"in_channels={in_channels!r} is not accepted for image folders: use 1 (greyscale) or 3 (RGB)"
         )
     num_classes = _check_num_classes(num_classes, folder)
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -416,7 +416,7 @@ def _existing_file(path: str | Path | None, key: str, expected: str) -> Path:
 def _check_num_classes(num_classes: Any, source: Path) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(
-            f"dataset.num_classes={num_classes!r} is not accepted for {source}: set it to the number of classes "
+            f"num_classes={num_classes!r} is not accepted for {source}: set it to the number of classes "
             "(an integer >= 2); the search space's classifier is sized from it before the data is read"
         )
     return num_classes

@@ -28,11 +28,11 @@ class MnasReward:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_ms, (int, float)) and math.isfinite(self.target_ms) and self.target_ms > 0):
-            raise ConfigError(f"reward.target_ms={self.target_ms} is not accepted: use a latency in ms > 0")
+            raise ConfigError(f"target_ms={self.target_ms} is not accepted: use a latency in ms > 0")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value <= 0):
-                raise ConfigError(f"reward.{name}={value} is not accepted: use a finite number <= 0")
+                raise ConfigError(f"{name}={value} is not accepted: use a finite number <= 0")
 
     def __call__(self, accuracy: float, latency_ms: float) -> float:
         if latency_ms <= 0 or not math.isfinite(latency_ms):

@@ -38,13 +38,13 @@ class DeviceSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, bool) or not isinstance(self.threads, numbers.Integral) or self.threads < 1:
-            raise ConfigError(f"threads={self.threads!r} is not accepted; accepted: an integer >= 1")
+            raise ConfigError(f"threads={self.threads!r} is not accepted: use an integer >= 1")
         object.__setattr__(self, "threads", int(self.threads))
         if self.precision not in PRECISIONS:
             accepted = ", ".join(repr(p) for p in PRECISIONS)
-            raise ConfigError(f"precision={self.precision!r} is not accepted; accepted: {accepted}")
+            raise ConfigError(f"precision={self.precision!r} is not accepted: use {accepted}")
         if not self.name:
-            raise ConfigError("name='' is not accepted; accepted: a non-empty device name")
+            raise ConfigError("name='' is not accepted: use a non-empty device name")
 
     def as_dict(self) -> dict[str, str | int]:
         return asdict(self)

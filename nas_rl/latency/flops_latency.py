@@ -53,14 +53,14 @@ class FlopsLatency(LatencyModel):
     ) -> None:
         if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
             raise ConfigError(
-                f"resolution={resolution!r} is not accepted; accepted: the deployment input size (an integer >= 1)"
+                f"resolution={resolution!r} is not accepted: use the deployment input size (an integer >= 1)"
             )
         self.resolution = resolution
         self.table: LatencyTable | None = None
         if ms_per_mac is not None:
             if isinstance(ms_per_mac, bool) or not isinstance(ms_per_mac, (int, float)) or not ms_per_mac > 0:
                 raise ConfigError(
-                    f"ms_per_mac={ms_per_mac!r} is not accepted; accepted: a positive number, or None to fit it"
+                    f"ms_per_mac={ms_per_mac!r} is not accepted: use a positive number, or None to fit it"
                 )
             self._ms_per_mac: float | None = float(ms_per_mac)
         else:

@@ -92,10 +92,10 @@ class TableTarget:
 def table_target(space: Any, resolution: Any, device: str, threads: int, precision: str) -> TableTarget:
     """The table a run with these settings asks for (the input channels are the space's networks')."""
     if space is None:
-        raise ConfigError("space=None is not accepted; accepted: the search space the table describes")
+        raise ConfigError("space=None is not accepted: use the search space the table describes")
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
         raise ConfigError(
-            f"resolution={resolution!r} is not accepted; accepted: the deployment input size (an integer >= 1)"
+            f"resolution={resolution!r} is not accepted: use the deployment input size (an integer >= 1)"
         )
     in_channels = space.decode([0] * space.num_decisions).in_channels
     return TableTarget(str(device), int(threads), str(precision), (1, resolution, resolution, in_channels),
@@ -107,9 +107,19 @@ def space_identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fingerprint.items() if k not in SPACE_KEYS_IGNORED}
 
 
+#: Latency tables shipped in the package (measured on a stated reference device; see their headers).
+SHIPPED = Path(__file__).resolve().parent / "data"
+
+
 def table_path(path: str | os.PathLike[str] | None, directory: str | os.PathLike[str], target: TableTarget) -> Path:
-    """``path`` when given, else ``directory/<target's default file name>``."""
-    return Path(path) if path else Path(directory) / target.file_name()
+    """``path`` when given (a bare file name that is not here names a shipped table), else
+    ``directory/<target's default file name>``."""
+    if not path:
+        return Path(directory) / target.file_name()
+    given = Path(path).expanduser()
+    if not given.exists() and given.name == str(path) and (SHIPPED / given.name).is_file():
+        return SHIPPED / given.name
+    return given
 
 
 class LatencyTable:

@@ -148,7 +148,7 @@ def benchmark_tflite(
     """
     _check_benchmark_settings(threads, warmup_min_runs, warmup_min_seconds, min_runs, min_seconds)
     if not is_int(rounds) or rounds < 1:
-        raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
+        raise ConfigError(f"rounds={rounds!r} is not accepted: use an integer >= 1")
     from ai_edge_litert.interpreter import Interpreter
 
     with silenced_output():  # the runtime announces its XNNPACK delegate on stderr, when it applies it
@@ -228,7 +228,7 @@ class LiteRTLatency(LatencyModel):
     ) -> None:
         self.device = _resolve_device(device, threads, precision)
         if not is_int(calibration_samples) or calibration_samples < 1:
-            raise ConfigError(f"calibration_samples={calibration_samples!r} is not accepted; accepted: an integer >= 1")
+            raise ConfigError(f"calibration_samples={calibration_samples!r} is not accepted: use an integer >= 1")
         if representative_data is None and self.device.precision == "int8" and calibration_dataset is not None:
             dataset = calibration_dataset() if callable(calibration_dataset) else calibration_dataset
             if dataset is not None:
@@ -236,15 +236,15 @@ class LiteRTLatency(LatencyModel):
 
                 representative_data = calibration_images(dataset, resolution, int(calibration_samples), int(seed))
         if not is_int(rounds) or rounds < 1:
-            raise ConfigError(f"rounds={rounds!r} is not accepted; accepted: an integer >= 1")
+            raise ConfigError(f"rounds={rounds!r} is not accepted: use an integer >= 1")
         self.rounds = int(rounds)
         _check_conversion(conversion)
         self.conversion = conversion
         self.drop_preempted = bool(drop_preempted)
         if resolution is not None and (not is_int(resolution) or resolution < 1):
-            raise ConfigError(f"resolution={resolution!r} is not accepted; accepted: an integer >= 1 or None")
+            raise ConfigError(f"resolution={resolution!r} is not accepted: use an integer >= 1 or None")
         if not is_int(in_channels) or in_channels < 1:
-            raise ConfigError(f"in_channels={in_channels!r} is not accepted; accepted: an integer >= 1")
+            raise ConfigError(f"in_channels={in_channels!r} is not accepted: use an integer >= 1")
         _check_benchmark_settings(self.device.threads, warmup_min_runs, warmup_min_seconds, min_runs, min_seconds)
         # Normalised types: 1 and 1.0 must give the same fingerprint (the store's cache key).
         self.resolution = None if resolution is None else int(resolution)
@@ -449,7 +449,7 @@ def _check_representative_data(data: Any, resolution: int | None, in_channels: i
         shape_ok = array.shape[1:3] == (resolution, resolution)
     if not shape_ok:
         raise ConfigError(
-            f"representative_data shape {array.shape} is not accepted; accepted: (N>0, {expected[0]}, "
+            f"representative_data shape {array.shape} is not accepted: use (N>0, {expected[0]}, "
             f"{expected[1]}, {expected[2]}) NHWC float samples"
         )
     return array
@@ -458,13 +458,13 @@ def _check_representative_data(data: Any, resolution: int | None, in_channels: i
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         accepted = ", ".join(repr(p) for p in PRECISIONS)
-        raise ConfigError(f"precision={precision!r} is not accepted; accepted: {accepted}")
+        raise ConfigError(f"precision={precision!r} is not accepted: use {accepted}")
 
 
 def _check_conversion(conversion: str) -> None:
     if conversion not in CONVERSIONS:
         accepted = ", ".join(repr(c) for c in CONVERSIONS)
-        raise ConfigError(f"conversion={conversion!r} is not accepted; accepted: {accepted}")
+        raise ConfigError(f"conversion={conversion!r} is not accepted: use {accepted}")
 
 
 def _check_benchmark_settings(
@@ -473,10 +473,10 @@ def _check_benchmark_settings(
     integers = (("threads", threads, 1), ("warmup_min_runs", warmup_min_runs, 0), ("min_runs", min_runs, 1))
     for key, value, lowest in integers:
         if not is_int(value) or value < lowest:
-            raise ConfigError(f"{key}={value!r} is not accepted; accepted: an integer >= {lowest}")
+            raise ConfigError(f"{key}={value!r} is not accepted: use an integer >= {lowest}")
     for key, seconds in (("warmup_min_seconds", warmup_min_seconds), ("min_seconds", min_seconds)):
         if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds >= 0:
-            raise ConfigError(f"{key}={value!r} is not accepted; accepted: a number of seconds >= 0")
+            raise ConfigError(f"{key}={value!r} is not accepted: use a number of seconds >= 0")
 
 
 def _digest(array: np.ndarray) -> str:

@@ -205,7 +205,7 @@ def fit_overhead(model: LookupTableLatency, overhead: str) -> tuple[float, float
 
 def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
-        raise ConfigError(f"{key}={value!r} is not accepted; accepted: {', '.join(repr(a) for a in accepted)}")
+        raise ConfigError(f"{key}={value!r} is not accepted: use {', '.join(repr(a) for a in accepted)}")
 
 
 def measure_entry(entry: Entry, model: LiteRTLatency) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def make_regressor(name: str, seed: int = 0) -> Any:
         ),
     }
     if name not in regressors:
-        raise ConfigError(f"regressor={name!r} is not accepted; accepted: {', '.join(sorted(regressors))}")
+        raise ConfigError(f"regressor={name!r} is not accepted: use {', '.join(sorted(regressors))}")
     return regressors[name]()
 
 
@@ -94,7 +94,7 @@ class LatencyPredictor(LatencyModel):
         unknown = [name for name in features if name not in FEATURES]
         if unknown or not features:
             raise ConfigError(
-                f"features={list(features)!r} is not accepted; accepted: a non-empty list of {', '.join(FEATURES)}"
+                f"features={list(features)!r} is not accepted: use a non-empty list of {', '.join(FEATURES)}"
             )
         self.features = tuple(features)
         self.regressor_name = regressor

@@ -196,7 +196,7 @@ def _check_images(images: np.ndarray, arch: ArchSpec, resolution: int, num_image
     if array.ndim != 4 or len(array) == 0 or array.shape[1:] != (arch.in_channels, resolution, resolution):
         raise ValueError(f"validation images of shape {array.shape} are not accepted; accepted: NCHW {expected}")
     if num_images < 1:
-        raise ValueError(f"num_images={num_images!r} is not accepted; accepted: an integer >= 1")
+        raise ValueError(f"num_images={num_images!r} is not accepted: use an integer >= 1")
     return np.ascontiguousarray(array[:num_images], dtype=np.float32)
 
 

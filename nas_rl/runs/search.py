@@ -240,7 +240,7 @@ class EvaluationLog:
         self.writer.add_scalar("nas/reward", info["reward"], self.count)
         self.writer.add_scalar("nas/best_reward", self.best_reward, self.count)
         for key in ("accuracy", "latency_ms"):
-            if info.get(key) is not None:
+            if not math.isnan(info[key]):
                 self.writer.add_scalar(f"nas/{key}", info[key], self.count)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from nas_rl._util import is_int
 from nas_rl.arch import ArchSpec, BlockSpec
-from nas_rl.errors import ConfigError
+from nas_rl.errors import not_accepted, require
 from nas_rl.spaces.base import Decision, SearchSpace
 
 #: MobileNetV2's inverted-residual skeleton (Sandler et al. 2018, table 2): width, repeats, stride.
@@ -112,31 +112,26 @@ class MnasNetSpace(SearchSpace):
         0 coincide on 1-layer blocks, as in the paper's skeleton); the base counts themselves must be >= 1.
         """
 
-        def require(ok: bool, name: str, accepted: str) -> None:
-            if not ok:
-                value = settings[name]
-                shown = list(value) if isinstance(value, (list, tuple)) else value
-                raise ConfigError(f"search_space.{name}={shown!r} is not accepted: use {accepted}")
+        def check(ok: bool, name: str, accepted: str) -> None:
+            require(ok, name, settings[name], accepted)
 
         def listed(name: str, item_ok: Callable[[Any], bool], accepted: str, distinct: bool = False) -> None:
             values = settings[name]
             ok = isinstance(values, (list, tuple)) and len(values) >= 1 and all(item_ok(v) for v in values)
             ok = ok and (not distinct or len(set(values)) == len(values))
-            require(ok, name, f"a non-empty list of {'distinct ' if distinct else ''}{accepted}")
+            check(ok, name, f"a non-empty list of {'distinct ' if distinct else ''}{accepted}")
 
         for name, low in (("resolution", 8), ("num_classes", 2), ("in_channels", 1), ("stem_channels", 1),
                           ("head_channels", 1)):  # fmt: skip
-            require(is_int(settings[name]) and settings[name] >= low, name, f"an integer >= {low}")
-        require(is_int(settings["stem_stride"]) and settings["stem_stride"] in (1, 2), "stem_stride", "1 or 2")
+            check(is_int(settings[name]) and settings[name] >= low, name, f"an integer >= {low}")
+        check(is_int(settings["stem_stride"]) and settings["stem_stride"] in (1, 2), "stem_stride", "1 or 2")
         listed("base_widths", lambda v: is_int(v) and v >= 1, "integers >= 1")
         listed("base_repeats", lambda v: is_int(v) and v >= 1, "integers >= 1")
         listed("strides", lambda v: is_int(v) and v in (1, 2), "strides, each 1 or 2")
         lengths = [len(settings[name]) for name in ("base_widths", "base_repeats", "strides")]
         if len(set(lengths)) != 1:
-            raise ConfigError(
-                "search_space.base_widths, base_repeats and strides must have the same non-zero length, got "
-                f"{lengths[0]}, {lengths[1]} and {lengths[2]}"
-            )
+            raise not_accepted("base_widths", list(settings["base_widths"]), f"a list as long as base_repeats and "
+                               f"strides (lengths {lengths[0]}, {lengths[1]} and {lengths[2]})")
         listed("width_multipliers", lambda v: _is_number(v) and v > 0, "numbers > 0", distinct=True)
         listed("layer_offsets", is_int, "integers", distinct=True)
         listed("kernels", lambda v: is_int(v) and v >= 1 and v % 2 == 1, "positive odd integers", distinct=True)

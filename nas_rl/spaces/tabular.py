@@ -42,9 +42,9 @@ class TabularSpace(SearchSpace):
         head_channels: int = 64,
     ) -> None:
         if int(resolution) < 4:
-            raise ConfigError(f"search_space.resolution={resolution} is not accepted: use an integer >= 4")
+            raise ConfigError(f"resolution={resolution} is not accepted: use an integer >= 4")
         if int(num_classes) < 2:
-            raise ConfigError(f"search_space.num_classes={num_classes} is not accepted: use an integer >= 2")
+            raise ConfigError(f"num_classes={num_classes} is not accepted: use an integer >= 2")
         self._resolution = int(resolution)
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
@@ -53,7 +53,7 @@ class TabularSpace(SearchSpace):
         self.head_channels = int(head_channels)
         self.stages: tuple[tuple[BlockSpec, ...], ...] = tuple(_parse_stage(i, c) for i, c in enumerate(stages or ()))
         if not self.stages:
-            raise ConfigError("search_space.stages=[] is not accepted: use a list of stages, each a list of block strings")
+            raise ConfigError("stages=[] is not accepted: use a list of stages, each a list of block strings")
         super().__init__(
             [Decision(f"stage{i + 1}", tuple(b.to_string() for b in choices)) for i, choices in enumerate(self.stages)]
         )
@@ -111,7 +111,7 @@ class TabularSpace(SearchSpace):
 
 
 def _parse_stage(position: int, choices: Sequence[str]) -> tuple[BlockSpec, ...]:
-    where = f"search_space.stages[{position}]"
+    where = f"stages[{position}]"
     if isinstance(choices, str) or not choices:
         raise ConfigError(f"{where}={choices!r} is not accepted: use a non-empty list of block strings")
     try:

@@ -10,6 +10,7 @@ Hydra config.
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import math
@@ -20,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from nas_rl._util import is_int
+from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
 from nas_rl.accuracy.zero_cost import (
     PROXIES,
@@ -32,7 +36,7 @@ from nas_rl.accuracy.zero_cost import (
     score_arch,
 )
 from nas_rl.arch import ArchSpec
-from nas_rl.errors import ConfigError, EvaluationFailed
+from nas_rl.errors import ConfigError, EvaluationFailed, require
 from nas_rl.spaces.base import SearchSpace
 
 #: Cheap cost measures reported next to the zero-cost proxies (Abdelfattah et al. 2021 compare with them too).
@@ -69,9 +73,13 @@ class Report:
     correlations: list[ProxyCorrelation]
     train_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    #: With an estimator judged against stand-alone training: the agreement of two training seeds (the ceiling).
+    ceiling: ProxyCorrelation | None = None
 
     def markdown(self) -> str:
         """The summary table: one row per proxy, then proxy training's own cost for comparison."""
+        if self.ceiling is not None:
+            return self._estimator_markdown(self.ceiling)
         failed = sum(row.accuracy is None for row in self.rows)
         lines = [
             f"Zero-cost proxies vs proxy-trained accuracy: {len(self.rows)} architectures"
@@ -85,6 +93,24 @@ class Report:
             lines.append(f"| {name} | {_num(c.spearman)} | {_num(c.kendall)} | {c.seconds:.4f} |")
         lines.append(f"| proxy training | 1 | 1 | {self.train_seconds:.2f} |")
         return "\n".join(lines)
+
+    def _estimator_markdown(self, ceiling: ProxyCorrelation) -> str:
+        (estimator,) = self.correlations
+        epochs, seeds = self.settings["reference_epochs"], self.settings["reference_seeds"]
+        ratio = estimator.kendall / ceiling.kendall if ceiling.kendall > 0 else float("nan")
+        return "\n".join([
+            f"{estimator.proxy} vs stand-alone proxy training ({epochs} epochs, mean of seeds {seeds}): "
+            f"{estimator.count} architectures",
+            "",
+            "| ranking | Spearman rho | Kendall tau | seconds / arch |",
+            "|---|---:|---:|---:|",
+            f"| {estimator.proxy} vs stand-alone | {_num(estimator.spearman)} | {_num(estimator.kendall)} | "
+            f"{estimator.seconds:.4f} |",
+            f"| ceiling: stand-alone seed {seeds[0]} vs seed {seeds[1]} | {_num(ceiling.spearman)} | "
+            f"{_num(ceiling.kendall)} | {self.train_seconds:.2f} |",
+            "",
+            f"Kendall tau / ceiling: {_num(ratio)}",
+        ])  # fmt: skip
 
 
 def accuracy_report(
@@ -129,6 +155,44 @@ def accuracy_report(
     correlations = [correlation(rows, name) for name in measures]
     settings = {"archs": archs, "seed": seed, "batches": batches, "batch_size": batch_size, "score_seed": score_seed}
     return Report(rows, correlations, _mean([r.train_seconds for r in rows]), settings)
+
+
+def estimator_report(
+    space: SearchSpace,
+    estimator: AccuracyEstimator,
+    name: str,
+    reference: ProxyTraining,
+    seeds: Sequence[int] = (0, 1),
+    archs: int = 50,
+    seed: int = 2024,
+    progress: bool = False,
+) -> Report:
+    """How well ``estimator`` (a supernet slice, say) ranks ``archs`` architectures against stand-alone proxy
+    training, the mean over ``seeds``; and the ceiling, how well one training seed ranks them against another."""
+    require(is_int(archs) and archs >= 3, "report.archs", archs, "an integer >= 3 (correlations need points)")
+    require(len(seeds) >= 2 and len(set(seeds)) == len(seeds), "report.reference.seeds", seeds, "two or more seeds")
+    trainers = [copy.copy(reference) for _ in seeds]
+    for trainer, value in zip(trainers, seeds):
+        trainer.seed = int(value)
+    rows, by_seed = [], []
+    for arch in tqdm(space.sample_archs(seed, archs, distinct=True), desc="architectures", disable=not progress, unit="arch"):
+        start = time.perf_counter()
+        try:
+            accuracies = [trainer.accuracy(arch) for trainer in trainers]
+        except EvaluationFailed:
+            accuracies = []
+        row = ReportRow(arch.to_string(), _mean(accuracies) if accuracies else None,
+                        (time.perf_counter() - start) / len(seeds))  # fmt: skip
+        start = time.perf_counter()
+        row.scores[name] = float(estimator.accuracy(arch))
+        row.seconds[name] = time.perf_counter() - start
+        rows.append(row)
+        if accuracies:
+            by_seed.append(accuracies)
+    first = [ReportRow("", values[1], 0.0, {"seed": values[0]}, {"seed": 0.0}) for values in by_seed]
+    settings = {"archs": archs, "seed": seed, "reference_epochs": reference.epochs, "reference_seeds": list(seeds)}
+    return Report(rows, [correlation(rows, name)], _mean([r.train_seconds for r in rows]), settings,
+                  ceiling=correlation(first, "seed"))  # fmt: skip
 
 
 def correlation(rows: Sequence[ReportRow], proxy: str) -> ProxyCorrelation:
@@ -213,10 +277,15 @@ def run_report(cfg: DictConfig, run_dir: Path) -> Report:
     estimator = build(cfg.accuracy, "accuracy")
     trainer = estimator.trainer if isinstance(estimator, ZeroCostProxy) else estimator
     if not isinstance(trainer, ProxyTraining):
-        raise ConfigError(
-            f"accuracy={type(estimator).__name__}: the report needs proxy-trained accuracies; use accuracy=proxy "
-            "or accuracy=zero_cost"
-        )
+        # An estimator without training (accuracy=supernet, ...): judged against stand-alone training.
+        reference = build(cfg.report.reference.training, "report.reference.training")
+        name = HydraConfig.get().runtime.choices.get("accuracy") or type(estimator).__name__
+        report = estimator_report(space, estimator, str(name), reference, list(settings.reference.seeds),
+                                  archs=settings.archs, seed=settings.seed, progress=settings.progress)  # fmt: skip
+        paths = write_report(report, run_dir)
+        print(report.markdown())
+        print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
+        return report
     report = accuracy_report(
         space,
         trainer,

@@ -104,7 +104,7 @@ def compare(
     :return: one row per architecture, in order.
     """
     if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
-        raise ConfigError(f"report.passes={passes!r} is not accepted; accepted: an integer >= 1")
+        raise ConfigError(f"report.passes={passes!r} is not accepted: use an integer >= 1")
     measured = measured or {}
     kept = [_reused_measurement(measured.get(arch.to_string()), passes) for arch in archs]
     flatbuffers: dict[int, bytes] = {}
@@ -246,7 +246,7 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
     settings = cfg.report
     samples, seed, passes = int(settings.samples), int(settings.seed), int(settings.passes)
     if samples < 2:
-        raise ConfigError(f"report.samples={samples} is not accepted; accepted: an integer >= 2")
+        raise ConfigError(f"report.samples={samples} is not accepted: use an integer >= 2")
     space = build(cfg.search_space, "search_space")
     models = {name: build(node, f"models.{name}") for name, node in cfg.models.items() if node is not None}
     if not models:

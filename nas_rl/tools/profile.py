@@ -94,7 +94,7 @@ def profile_device(
     start = time.perf_counter()
     for key, value, lowest in (("networks", networks, 0), ("passes", passes, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise ConfigError(f"{key}={value!r} is not accepted; accepted: an integer >= {lowest}")
+            raise ConfigError(f"{key}={value!r} is not accepted: use an integer >= {lowest}")
     layer_timing = {**LAYER_TIMING, **(layer_timing or {})}
     network_timing = {**NETWORK_TIMING, **(network_timing or {})}
     target = table_target(space, resolution, device.name, device.threads, device.precision)
@@ -125,7 +125,7 @@ def profile_device(
         label = "networks" if number == 1 else f"networks, pass {number}"
         for index in tqdm(unmeasured, desc=label, unit="net", disable=not progress, dynamic_ncols=True):
             table.append(measure_network(index, drawn[index], network_model))
-        networks_measured += len(again)
+        networks_measured += len(unmeasured)
     return ProfileResult(table, len(entries), measured, networks_measured, time.perf_counter() - start)
 
 
