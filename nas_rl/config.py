@@ -254,7 +254,6 @@ MOVED_TARGETS = {
     "nas_rl.tabular.evaluator.": "nas_rl.evaluation.table_evaluator.",
     "nas_rl.tabular.env.": "nas_rl.evaluation.reward.",
     "nas_rl.reward.": "nas_rl.evaluation.reward.",
-    "nas_rl.data.datasets.DeferredDataset": "nas_rl.config.deferred",
     "nas_rl.accuracy.datasets.DeferredDataset": "nas_rl.config.deferred",
 }
 

@@ -239,6 +239,9 @@ class ProxyTraining(AccuracyEstimator):
             correct += int((logits.argmax(1) == y_val[start : start + EVAL_BATCH]).sum())
         return correct / len(y_val)
 
+    def validation_images(self) -> np.ndarray:
+        return self.tensors()["x_val"].numpy()
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The splits as tensors at the proxy resolution (and the teacher's logits of the training split),
         computed once per estimator."""

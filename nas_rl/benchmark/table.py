@@ -38,6 +38,7 @@ from nas_rl._util import atomic_write
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyStats
+from nas_rl.spaces.base import SearchSpace
 from nas_rl.spaces.tabular import TabularSpace
 
 FORMAT = "nas-rl-tabular-benchmark"
@@ -299,12 +300,12 @@ def table_space(table: str | os.PathLike[str]) -> TabularSpace:
     return load_table(table, "search_space.table").space
 
 
-def check_space(table: Table, space: Any, key: str) -> None:
+def check_space(table: Table, space: TabularSpace | SearchSpace | dict[str, Any] | None, key: str) -> None:
     """ConfigError naming the differing settings when ``space`` is not the table's space."""
     if space is None:
         return
     have = table.meta["recipe"]["space"]
-    want = space.fingerprint() if hasattr(space, "fingerprint") else space
+    want = space.fingerprint() if isinstance(space, SearchSpace) else space
     if have != want:
         differing = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         raise ConfigError(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas_rl.arch import ArchSpec
+
+if TYPE_CHECKING:
+    from nas_rl.latency.latency_table import LatencyTable
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class LatencyModel(ABC):
 
     def latency_ms(self, arch: ArchSpec) -> float:
         return self.measure(arch).median_ms
+
+    def tables(self) -> list[LatencyTable]:
+        """The measured latency tables this model answers from (the latency report checks that the
+        architectures it holds out are not among their samples); none for a model that measures."""
+        return []
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:

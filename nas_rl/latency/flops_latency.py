@@ -120,3 +120,6 @@ def _multiply_adds(arch: ArchSpec, resolution: int) -> int:
 
     return multiply_adds(arch, resolution)
 
+
+    def tables(self) -> list[LatencyTable]:
+        return [] if self.table is None else [self.table]

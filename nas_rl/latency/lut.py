@@ -93,6 +93,9 @@ class LookupTableLatency(LatencyModel):
     def measure(self, arch: ArchSpec) -> LatencyStats:
         return LatencyStats.predicted(self.predict(self.entries_ms(arch)))
 
+    def tables(self) -> list[LatencyTable]:
+        return [self.table]
+
     def predict(self, entries_ms: list[float]) -> float:
         """Overhead model applied to the entry latencies of one architecture."""
         intercept, slope = self.coefficients

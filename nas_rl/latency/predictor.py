@@ -18,6 +18,7 @@ import numpy as np
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
+from nas_rl.latency.latency_table import LatencyTable
 from nas_rl.latency.lut import LookupTableLatency
 
 
@@ -154,3 +155,6 @@ class LatencyPredictor(LatencyModel):
     def _predict(self, x: np.ndarray) -> np.ndarray:
         predicted = self.regressor.predict(self._transform(x))
         return np.exp(predicted) if self.log else predicted
+
+    def tables(self) -> list[LatencyTable]:
+        return [self.lut.table]

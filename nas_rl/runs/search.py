@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from nas_rl.accuracy.base import TrainableEstimator
 from nas_rl.config import build
 from nas_rl.envs.factory import build_env
 from nas_rl.errors import ConfigError
@@ -274,14 +275,14 @@ def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] |
     from nas_rl.runs.export import export_best
 
     estimator = env.get_wrapper_attr("evaluator").accuracy
-    if result.best is None or not hasattr(estimator, "train"):
-        return None  # nothing succeeded, or the accuracy came without training (zero-cost, tabular)
+    if result.best is None or not isinstance(estimator, TrainableEstimator):
+        return None  # nothing succeeded, or the accuracy came without a network (zero-cost, tabular)
     arch = env.get_wrapper_attr("search_space").parse(result.best["arch"])
-    multiplier = float(getattr(estimator, "width_multiplier", 1.0))
+    multiplier = float(estimator.width_multiplier)
     trained = scale_width(arch, multiplier)  # what estimator.train builds and scores
     model, accuracy = estimator.train(arch)
     # The validation split as the estimator scored it (resized to accuracy.resolution).
-    images = estimator.tensors()["x_val"].numpy() if hasattr(estimator, "tensors") else estimator.dataset.x_val
+    images = estimator.validation_images()
     facts = {"searched_arch": arch.to_string(), "width_multiplier": multiplier}
     try:
         export = export_best(trained, model, images, result.run_dir, resolution=int(images.shape[-1]),

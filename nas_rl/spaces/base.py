@@ -31,8 +31,15 @@ class SearchSpace(ABC):
     """A fixed-length sequence of decisions; a full token sequence decodes to one architecture.
 
     Tokens are choice indices (0-based). Every decision's valid choices are ``0 .. num_choices - 1``;
-    ``max_choices`` is the widest decision, which sizes the env's action space.
+    ``max_choices`` is the widest decision, which sizes the env's action space. A space sets the network
+    settings below (:data:`NETWORK_FIELDS`), which every architecture it decodes shares.
     """
+
+    num_classes: int
+    in_channels: int
+    stem_channels: int
+    stem_stride: int
+    head_channels: int
 
     def __init__(self, decisions: Sequence[Decision]) -> None:
         if not decisions:

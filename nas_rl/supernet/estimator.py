@@ -13,6 +13,7 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from nas_rl._util import first_line, is_int
@@ -187,6 +188,12 @@ class SupernetAccuracy(AccuracyEstimator):
                                   f"({type(error).__name__}: {first_line(str(error), ' ').strip()})") from None  # fmt: skip
             self._supernet = supernet.eval()
         return self._supernet
+
+    #: Subnets are scored and exported at the widths they were searched at.
+    width_multiplier = 1.0
+
+    def validation_images(self) -> np.ndarray:
+        return self.tensors()["x_val"].numpy()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The splits as tensors (``x_train``, ``y_train``, ``x_val``, ``y_val``) and the calibration images

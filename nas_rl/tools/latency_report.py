@@ -52,7 +52,7 @@ def held_out_architectures(space: Any, seed: int, count: int, models: dict[str, 
     
     seen: set[str] = set()
     for name, model in models.items():
-        for table in _tables(model):
+        for table in model.tables():
             if table.header.get("network_seed") == seed:
                 raise ConfigError(
                     f"report.seed={seed} is the seed the whole-network samples of latency table {table.path} (used by "
@@ -70,15 +70,6 @@ def held_out_architectures(space: Any, seed: int, count: int, models: dict[str, 
         f"report.samples={count} is not accepted: the search space has only {len(archs)} architectures besides the "
         "tables' samples; accepted: a smaller number"
     )
-
-
-def _tables(model: LatencyModel) -> list[Any]:
-    tables = []
-    for holder in (model, getattr(model, "lut", None)):
-        table = getattr(holder, "table", None)
-        if table is not None:
-            tables.append(table)
-    return tables
 
 
 def compare(
