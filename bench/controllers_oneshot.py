@@ -1,0 +1,97 @@
+"""Controllers on nas_rl/MnasNet-OneShot-v0: the best reward found after a budget of architectures, over seeds.
+
+    python bench/controllers_oneshot.py [--controllers mnasnet,random,evolution] [--seeds 10] [--first-seed 100]
+                                        [--budget 500] [--checkpoints 100,250,500] [--store FILE] [--out DIR]
+
+Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
+soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
+each checkpoint, the best reward found so far (mean over seeds, 95% t-interval) and the regret against the best
+reward any run found. Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
+architecture one run evaluated is a cache hit for the next, which changes no reward. ``--out`` gets
+``oneshot.json`` (every run's rewards and best architecture). Torch runs with ``--threads`` threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from controllers import TimedEnv, controller_config, interval  # bench/controllers.py
+
+from nas_rl.config import build
+
+ENV_ID = "nas_rl/MnasNet-OneShot-v0"
+
+
+def run_one(name: str, seed: int, budget: int, store: str) -> dict[str, Any]:
+    """One search: every evaluation's reward and architecture, and the wall time."""
+    env = TimedEnv(gym.make(ENV_ID, store=store))
+    tokens = env.unwrapped.search_space.num_decisions
+    controller = build(controller_config(name, None, tokens), "controller")
+    rewards: list[float] = []
+    archs: list[str] = []
+
+    def record(info: dict[str, Any]) -> None:
+        rewards.append(float(info["reward"]))
+        archs.append(str(info["arch"]))
+
+    start = time.perf_counter()
+    controller.search(env, budget=budget, seed=seed, on_evaluation=record)
+    seconds = time.perf_counter() - start
+    env.close()
+    best = int(np.argmax(rewards))
+    return {"rewards": rewards, "best_arch": archs[best], "seconds": seconds, "env_seconds": env.seconds}
+
+
+def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float) -> str:
+    head = " | ".join(f"best @{c}" for c in checkpoints)
+    lines = [f"| controller | {head} | regret @{checkpoints[-1]} | s/architecture |",
+             "|---|" + "---:|" * (len(checkpoints) + 2)]  # fmt: skip
+    for name, runs in results.items():
+        found = np.stack([np.maximum.accumulate(r["rewards"]) for r in runs])
+        cells = []
+        for c in checkpoints:
+            mean, low, high = interval(found[:, c - 1])
+            cells.append(f"{mean:.4f}" + ("" if np.isnan(low) else f" [{low:.4f}, {high:.4f}]"))
+        regret = interval(best - found[:, checkpoints[-1] - 1])
+        seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
+        lines.append(f"| {name} | {' | '.join(cells)} | {regret[0]:.4f} [{regret[1]:.4f}, {regret[2]:.4f}] | "
+                     f"{seconds:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--controllers", default="mnasnet,random,evolution")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--budget", type=int, default=500)
+    parser.add_argument("--checkpoints", default="100,250,500")
+    parser.add_argument("--store", default="outputs/bench/oneshot/evaluations.sqlite")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/oneshot"))
+    args = parser.parse_args()
+    import torch
+
+    import nas_rl  # noqa: F401  (registers the ids)
+
+    torch.set_num_threads(args.threads)
+    Path(args.store).parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
+    results = {name: [run_one(name, seed, args.budget, args.store)
+                      for seed in range(args.first_seed, args.first_seed + args.seeds)]
+               for name in args.controllers.split(",")}  # fmt: skip
+    best = max(max(r["rewards"]) for runs in results.values() for r in runs)
+    print(f"{ENV_ID}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
+    print(markdown(results, checkpoints, best))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "oneshot.json").write_text(json.dumps({"best": best, "runs": results}))
+
+
+if __name__ == "__main__":
+    main()
