@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from nas_rl.accuracy.proxy import ProxyTraining
+from nas_rl.config import build
 from nas_rl.data.datasets import load_digits
 from nas_rl.envs.registry import load_spec
 from nas_rl.spaces.mnasnet import MnasNetSpace
@@ -29,10 +29,7 @@ from nas_rl.supernet.estimator import SupernetAccuracy
 
 
 def default_space() -> MnasNetSpace:
-    settings = OmegaConf.to_container(load_spec("MnasNet-v0").search_space, resolve=True)
-    assert isinstance(settings, dict)
-    settings.pop("_target_")
-    return MnasNetSpace(**settings)
+    return build(load_spec("MnasNet-v0").search_space, "search_space")
 
 
 def seconds_each(score, archs) -> list[float]:  # noqa: ANN001

@@ -7,7 +7,7 @@ from typing import Any
 
 from nas_rl.accuracy.base import AccuracyEstimator
 from nas_rl.arch import ArchSpec
-from nas_rl.benchmark.table import Table, check_space, load_table
+from nas_rl.benchmark.table import Table, open_table
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.spaces.base import SearchSpace
 
@@ -23,9 +23,7 @@ class TabularAccuracy(AccuracyEstimator):
     """
 
     def __init__(self, table: str | os.PathLike[str], space: SearchSpace | None = None) -> None:
-        self.table_ref = str(table)
-        self.table: Table = load_table(table, key="accuracy.table")
-        check_space(self.table, space, "accuracy.table")
+        self.table: Table = open_table(table, space, "accuracy.table")
 
     def accuracy(self, arch: ArchSpec) -> float:
         index = self.table.evaluated_row(arch)
@@ -43,9 +41,7 @@ class TabularLatency(LatencyModel):
     """
 
     def __init__(self, table: str | os.PathLike[str], space: SearchSpace | None = None) -> None:
-        self.table_ref = str(table)
-        self.table: Table = load_table(table, key="latency.table")
-        check_space(self.table, space, "latency.table")
+        self.table: Table = open_table(table, space, "latency.table")
 
     def measure(self, arch: ArchSpec) -> LatencyStats:
         index = self.table.evaluated_row(arch)

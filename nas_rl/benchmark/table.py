@@ -300,6 +300,13 @@ def table_space(table: str | os.PathLike[str]) -> TabularSpace:
     return load_table(table, "search_space.table").space
 
 
+def open_table(table: str | os.PathLike[str], space: SearchSpace | None, key: str) -> Table:
+    """The table ``table`` at setting ``key``, refused when ``space`` (the run's, when given) is not its space."""
+    loaded = load_table(table, key=key)
+    check_space(loaded, space, key)
+    return loaded
+
+
 def check_space(table: Table, space: TabularSpace | SearchSpace | dict[str, Any] | None, key: str) -> None:
     """ConfigError naming the differing settings when ``space`` is not the table's space."""
     if space is None:
