@@ -6,9 +6,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nas_rl.config import build
+from nas_rl.config import build, placed
 from nas_rl.envs.nas_env import NasEnv
 from nas_rl.errors import ConfigError
 from nas_rl.evaluation.evaluator import Evaluator
@@ -46,9 +46,13 @@ def build_env(
     }
     if cfg.get("evaluator"):
         # A partial, called with the roles: instantiate() would turn the (dataclass) reward into a config.
-        partial = OmegaConf.merge(cfg.evaluator, {"_partial_": True})
+        with open_dict(cfg.evaluator):  # a composed (struct) config has no _partial_ key to set
+            partial = OmegaConf.merge(cfg.evaluator, {"_partial_": True})
         assert isinstance(partial, DictConfig)
-        evaluator = build(partial, "evaluator")(**parts)
+        try:
+            evaluator = build(partial, "evaluator")(**parts)
+        except ConfigError as error:  # the constructor names its own parameter: put the section in front
+            raise type(error)(placed(str(error), "evaluator")) from None
     else:
         evaluator = Evaluator(**parts)
     settings = dict(cfg.get("env") or {})

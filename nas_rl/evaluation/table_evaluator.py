@@ -35,6 +35,9 @@ class TabularEvaluator(Evaluator):
     :param history: False: keep no history (the fast path; a search run that reads its history back needs
         True). True: like :class:`Evaluator`, an evaluation row per architecture and an episode row per
         proposal, so the store remains the run's history.
+    :param max_consecutive_failures: accepted for the plain evaluator's settings; a table's failed rows are
+        answers, not faults, so they never stop a search.
+    :param claim_timeout_s: as for :class:`Evaluator` (a table answers at once: nothing is claimed).
     """
 
     def __init__(
@@ -45,18 +48,20 @@ class TabularEvaluator(Evaluator):
         store: EvaluationStore,
         run_id: str = "default",
         history: bool = False,
+        max_consecutive_failures: int | None = 10,
+        claim_timeout_s: float = 60.0,
     ) -> None:
         if not isinstance(accuracy, TabularAccuracy) or not isinstance(latency, TabularLatency):
             raise ConfigError(
-                f"evaluator: TabularEvaluator needs accuracy=tabular and latency=tabular, got "
+                f"the evaluator TabularEvaluator needs accuracy=tabular and latency=tabular, got "
                 f"{type(accuracy).__name__} and {type(latency).__name__}; other estimators use the plain Evaluator"
             )
         if accuracy.table.digest != latency.table.digest:
             raise ConfigError(
-                f"evaluator: accuracy.table ({accuracy.table.path}) and latency.table ({latency.table.path}) are "
+                f"the evaluator TabularEvaluator got accuracy.table ({accuracy.table.path}) and latency.table ({latency.table.path}) are "
                 "different tables; use one table for both"
             )
-        super().__init__(accuracy, latency, reward, store, run_id)
+        super().__init__(accuracy, latency, reward, store, run_id, max_consecutive_failures, claim_timeout_s)
         self.table = accuracy.table
         self.history = bool(history)
         # arch -> [evaluation, reward, proposed before]; the space hands out the same ArchSpec objects.

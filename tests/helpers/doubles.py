@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import zlib
 from typing import Any
 
@@ -32,3 +34,36 @@ class ChannelLatencyDouble(LatencyModel):
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": "channel_double"}
+
+
+class SlowAccuracyDouble(HashAccuracyDouble):
+    """Test double: the hash pseudo-accuracy after ``seconds`` of pretend training. With ``started``, each call
+    first appends its process id to that file, so a test sees who evaluated and when one is mid-evaluation."""
+
+    def __init__(self, seconds: float, started: str | None = None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.started = started
+
+    def accuracy(self, arch: ArchSpec) -> float:
+        if self.started is not None:
+            with open(self.started, "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+        time.sleep(self.seconds)
+        return super().accuracy(arch)
+
+
+class RaisingAccuracyDouble(AccuracyEstimator):
+    """Test double: every evaluation raises the RuntimeError of a broken setup (a GPU gone). It takes and ignores
+    any settings, so it can replace an accuracy section's ``_target_`` on the command line."""
+
+    MESSAGE = "CUDA error: an illegal memory access was encountered (test double)"
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+
+    def accuracy(self, arch: ArchSpec) -> float:
+        raise RuntimeError(self.MESSAGE)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": "raising_double"}
