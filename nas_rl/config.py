@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from nas_rl._util import first_line
 from nas_rl.errors import ConfigError, not_accepted, require
@@ -33,10 +34,34 @@ def build(node: DictConfig | dict[str, Any], key: str, **kwargs: Any) -> Any:
     its own parameter (``epochs=0 ...``) surfaces as ``accuracy.calibration.epochs=0 ...``. Any other
     exception a constructor raises is a bug and propagates with its traceback.
     Settings arrive as plain dicts and lists (libraries such as SB3 check ``isinstance(x, dict)``).
+    A value that cannot be read (``???`` left unset, a broken interpolation) is refused naming the key where it is
+    missing (see :func:`unreadable_value`).
     """
     remap_targets(node._get_root() if isinstance(node, DictConfig) else node)
-    check_argument_types(node, key, kwargs)
-    return _build(node, key, kwargs)
+    try:
+        check_argument_types(node, key, kwargs)
+        return _build(node, key, kwargs)
+    except (MissingMandatoryValue, InterpolationResolutionError) as error:
+        raise unreadable_value(error) from None
+
+
+#: The key named by OmegaConf's message about a ``???`` value: where the value is missing (an interpolation's
+#: error reports it in its message and the key that reads it as its ``full_key``).
+_MISSING_KEY = re.compile(r"Missing mandatory value: ?([\w.\[\]-]+)")
+
+
+def unreadable_value(error: OmegaConfBaseException) -> ConfigError:
+    """One line for a config value that cannot be read: a ``???`` left unset names the key where it is unset
+    (``dataset.num_classes``), not the key that interpolates it (``search_space.num_classes``), and says how to set
+    it; any other error names the key and OmegaConf's first line."""
+    reader = str(getattr(error, "full_key", "") or "")
+    match = _MISSING_KEY.search(str(error))
+    if match or isinstance(error, MissingMandatoryValue):
+        missing = match.group(1) if match else reader
+        via = f"; {reader} reads it" if reader and reader != missing else ""
+        return ConfigError(f"{missing} is not set (its value is ???): pass {missing}=<value>{via}")
+    line = first_line(error)
+    return ConfigError(f"{reader}: {line}" if reader else line)
 
 
 def _build(node: Any, key: str, kwargs: Mapping[str, Any]) -> Any:
@@ -113,7 +138,7 @@ def placed(message: str, key: str) -> str:
 
 def check_known_settings(node: Any, key: str, kwargs: Mapping[str, Any]) -> None:
     """Refuse a key of a ``_target_`` node that its target does not take (unless it takes ``**kwargs``)."""
-    parameters = _parameters(_get(node, "_target_"))
+    parameters = target_parameters(_get(node, "_target_"))
     if parameters is None:
         return
     unknown = [name for name in [*_settings(node), *kwargs] if name not in parameters]
@@ -122,7 +147,7 @@ def check_known_settings(node: Any, key: str, kwargs: Mapping[str, Any]) -> None
                            f"a setting of {_get(node, '_target_')}: {', '.join(parameters) or 'none'}")
 
 
-def _parameters(target: Any) -> list[str] | None:
+def target_parameters(target: Any) -> list[str] | None:
     """The keyword parameters of ``target``; None when it takes ``**kwargs`` or cannot be inspected."""
     try:
         function = get_object(target) if isinstance(target, str) else target

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from nas_rl.errors import ConfigError
 
@@ -59,6 +57,9 @@ class SplitDataset:
 
 def calibration_images(dataset: SplitDataset, resolution: int | None, count: int, seed: int) -> np.ndarray:
     """``count`` seeded training images, NHWC float32, resized (bilinear) to ``resolution``: int8 calibration data."""
+    import torch  # here, not at the top: a config check that only inspects a loader's settings stays light
+    import torch.nn.functional as F
+
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(dataset.x_train), size=min(count, len(dataset.x_train)), replace=False))
     images = torch.from_numpy(dataset.x_train[pick])
@@ -114,6 +115,9 @@ def prepare(
 
     ``images`` may be uint8 (scaled to [0, 1]) or float; only the subset's images are converted to float.
     """
+    import torch
+    import torch.nn.functional as F
+
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ConfigError(f"resolution={resolution!r} is not accepted: use a positive integer")
     keep = stratified_subset(labels, max_samples, seed)
@@ -351,6 +355,10 @@ def load_image_folder(
         )
     num_classes = _check_num_classes(num_classes, folder)
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    images_of = {c: sorted(p for p in c.iterdir() if p.is_file() and _is_image_name(p.name)) for c in classes}
+    expected = f"expected one sub-folder of images per class, {folder}/<class>/<image> ({', '.join(IMAGE_EXTENSIONS)})"
+    if not any(images_of.values()):
+        raise ConfigError(f"dataset.root={root}: {_no_classes(folder, classes)}; {expected}")
     if len(classes) != num_classes:
         names = ", ".join(p.name for p in classes[:12]) + (", ..." if len(classes) > 12 else "")
         raise ConfigError(
@@ -359,7 +367,7 @@ def load_image_folder(
         )
     files, labels = [], []
     for label, class_folder in enumerate(classes):
-        images = sorted(p for p in class_folder.iterdir() if p.is_file() and _is_image_name(p.name))
+        images = images_of[class_folder]
         if not images:
             raise ConfigError(f"{class_folder}: empty class folder; expected image files ({', '.join(IMAGE_EXTENSIONS)})")
         files += images
@@ -372,6 +380,17 @@ def load_image_folder(
     if max_samples is not None:
         settings["max_samples"] = max_samples
     return prepare("image_folder", x, y, num_classes, resolution, val_fraction, seed, settings)
+
+
+def _no_classes(folder: Path, classes: list[Path]) -> str:
+    """What ``folder``, which has no class sub-folder holding images, holds instead."""
+    if classes:
+        names = ", ".join(p.name for p in classes[:12]) + (", ..." if len(classes) > 12 else "")
+        return f"{folder} has {len(classes)} sub-folder(s) ({names}) but none is a class folder of image files"
+    files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    if not files:
+        return f"{folder} is empty (no class folders)"
+    return f"{folder} has no class folders, only {len(files)} file(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
 
 
 def _is_image_name(name: str) -> bool:

@@ -146,7 +146,7 @@ class NasEnv(gym.Env):
         if position >= self._length:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         valid = self._valid[position]
-        choice = int(action)
+        choice = _action_index(action)
         if not 0 <= choice < valid:
             choice = choice % valid if self.invalid_action == "wrap" else min(max(choice, 0), valid - 1)
         self._tokens[position] = choice + 1
@@ -211,6 +211,25 @@ class NasEnv(gym.Env):
             "error": evaluation.error or "",
             "action_mask": self._masks[self._length].copy(),
         }
+
+
+def _action_index(action: Any) -> int:
+    """``action`` as a Python int: a Python or numpy integer, or an integer array of one element (shape ``()`` or
+    ``(1,)``, as some wrappers pass a Discrete action). Anything else raises a TypeError: ``int()`` would take
+    1.9 as 1, ``"2"`` as 2 and True as 1, and silently play a choice the caller did not mean."""
+    if isinstance(action, (int, np.integer)) and not isinstance(action, bool):
+        return int(action)
+    if isinstance(action, np.ndarray) and action.shape in ((), (1,)) and action.dtype.kind in "iu":
+        return int(action.reshape(()))
+    shown = (
+        f"array of dtype {action.dtype} and shape {action.shape}"
+        if isinstance(action, np.ndarray)
+        else (f"{action!r} ({type(action).__name__})")
+    )
+    raise TypeError(
+        f"action={shown} is not accepted: use an integer index of a choice (a Python int or a numpy integer, or an "
+        "integer array of shape () or (1,)); not a float, string or bool"
+    )
 
 
 def _number(value: float | None) -> np.float64:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.metadata
 import numbers
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from nas_rl.errors import ConfigError
 
@@ -48,6 +50,19 @@ class DeviceSpec:
 
     def as_dict(self) -> dict[str, str | int]:
         return asdict(self)
+
+    def describe(self) -> str:
+        return describe(self.as_dict())
+
+
+def describe(device: Mapping[str, Any]) -> str:
+    """One line naming a device as a table header or a :class:`DeviceSpec` records it: name, CPU, runtime,
+    converter, threads and precision (fields a header lacks read ``?``)."""
+    field = {key: device.get(key, "?") for key in ("name", "cpu_model", "runtime", "converter", "threads", "precision")}
+    return (
+        f"{field['name']} ({field['cpu_model']}; {field['runtime']}; {field['converter']}; "
+        f"{field['threads']} thread(s), {field['precision']})"
+    )
 
 
 def host_cpu(threads: int = 1, precision: str = "fp32", name: str = "host-cpu") -> DeviceSpec:

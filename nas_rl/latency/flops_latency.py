@@ -20,7 +20,9 @@ from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.latency.latency_table import (
     LatencyTable,
+    check_device,
     check_target,
+    device_in_use,
     table_path,
     table_target,
 )
@@ -38,6 +40,7 @@ class FlopsLatency(LatencyModel):
     :param device: the device name the table must describe.
     :param threads: the interpreter threads the table must have been measured with.
     :param precision: ``fp32`` or ``int8``, as the table's.
+    :param allow_other_device: as :class:`~nas_rl.latency.lut.LookupTableLatency`'s (for fitting ``ms_per_mac``).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class FlopsLatency(LatencyModel):
         device: str = "host-cpu",
         threads: int = 1,
         precision: str = "fp32",
+        allow_other_device: bool = False,
     ) -> None:
         if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
             raise ConfigError(
@@ -67,6 +71,7 @@ class FlopsLatency(LatencyModel):
             target = table_target(space, resolution, device, threads, precision)
             self.table = LatencyTable.read(table_path(path, directory, target))
             check_target(self.table, target)
+            check_device(self.table, device_in_use(target), allow_other_device)
             if not self.table.network_samples():
                 raise ConfigError(
                     f"latency table {self.table.path} has no whole-network samples to fit ms_per_mac; accepted: a "

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyStats
+from nas_rl.latency.device import DeviceSpec, describe, host_cpu
 
 FORMAT = "nas-rl-latency-table"
 VERSION = 1
@@ -135,6 +137,7 @@ class LatencyTable:
         self.networks: dict[int, dict[str, Any]] = {}
         self.measurements: dict[str, int] = {}  # rows per entry key
         self.network_measurements: dict[int, int] = {}  # rows per network index
+        self._unterminated = False  # the file's last row lacks its newline
 
     @property
     def table_id(self) -> str:
@@ -163,33 +166,26 @@ class LatencyTable:
     def read(cls, path: str | os.PathLike[str], repair: bool = False) -> LatencyTable:
         """Read and validate a table file.
 
-        :param repair: cut a partly written last line (what a killed profiling run leaves) instead of refusing
-            the file; the profiler resumes with it.
-        :raises ConfigError: the file is missing, empty, truncated or corrupt; the message names the file.
+        Nothing is ever written to a file whose first line is not a table header: it is refused as not a table.
+
+        :param repair: cut a half-written last line (what a killed profiling run leaves) of a recognised table
+            instead of refusing the file; the profiler resumes with it. The cut happens only once every other
+            line has been read and checked.
+        :raises ConfigError: the file is missing, empty, not a table, half-written or corrupt; the message names
+            the file and says which.
         """
         path = Path(path)
         if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
             raise ConfigError(
-                f"latency table {path} does not exist; accepted: a table written by nas-rl-profile (run "
+                f"latency table {path} {what}; accepted: a table written by nas-rl-profile (run "
                 "`nas-rl-profile device=<name> search_space=<name>` for this device and space first)"
             )
         data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            if not repair:
-                raise ConfigError(
-                    f"latency table {path} is truncated (its last line is incomplete, as a killed profiling run "
-                    "leaves it); resume profiling with nas-rl-profile to repair and complete it"
-                )
-            cut = data.rfind(b"\n") + 1
-            with open(path, "r+b") as handle:
-                handle.truncate(cut)
-            data = data[:cut]
-        lines = data.decode("utf-8", errors="replace").splitlines()
-        if not lines:
+        if not data:
             raise ConfigError(f"latency table {path} is empty; accepted: a table written by nas-rl-profile")
-        header = _parse(path, 1, lines[0])
-        if header.get("row") != "header" or header.get("format") != FORMAT:
-            raise ConfigError(f"latency table {path}: line 1 is not a {FORMAT} header; is this a latency table?")
+        first, newline, rest = data.partition(b"\n")
+        header = _header(path, first if newline else None)
         if header.get("version") != VERSION:
             raise ConfigError(
                 f"latency table {path} has format version {header.get('version')!r}; accepted: {VERSION} "
@@ -198,16 +194,41 @@ class LatencyTable:
         for key in ("table_id", "device", "input_shape", "space"):
             if key not in header:
                 raise ConfigError(f"latency table {path}: the header lacks {key!r}; the file is corrupt")
+        lines = rest.decode("utf-8", errors="replace").split("\n")
+        last = lines.pop()  # "" when the file ends with a newline, else its unterminated last line
         table = cls(path, header)
-        for number, line in enumerate(lines[1:], start=2):
+        for number, line in enumerate(lines, start=2):
             table._add(_parse(path, number, line), path, number)
+        if last:
+            table._last_line(last, len(lines) + 2, repair, data.rfind(b"\n") + 1)
         return table
+
+    def _last_line(self, text: str, number: int, repair: bool, complete_bytes: int) -> None:
+        """The unterminated last line of a recognised table: a row missing only its newline is kept (the next
+        :meth:`append` ends its line); a half-written row is refused, or cut when repairing."""
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            self._add(row, self.path, number)
+            self._unterminated = True  # the next append ends the line first
+            return
+        if not repair:
+            raise ConfigError(
+                f"latency table {self.path} is a nas-rl latency table whose last line (line {number}) is half-written, "
+                "as a killed nas-rl-profile leaves it; accepted: a complete table (run nas-rl-profile again with "
+                "the same settings: it cuts that line and resumes)"
+            )
+        with open(self.path, "r+b") as handle:
+            handle.truncate(complete_bytes)
 
     def append(self, row: dict[str, Any]) -> None:
         """Write ``row`` as one line (flushed and synced: a crash loses at most this row) and keep it."""
         self._add(row, self.path, None)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(("\n" if self._unterminated else "") + json.dumps(row) + "\n")
+            self._unterminated = False
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -257,6 +278,24 @@ class LatencyTable:
         )
 
 
+def _header(path: Path, line: bytes | None) -> dict[str, Any]:
+    """The header row of ``path`` from its first line (``None``: the file has no complete first line); a first
+    line that is not a complete nas-rl table header means the file is not a table."""
+    header: Any = None
+    if line is not None:
+        try:
+            header = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    if not isinstance(header, dict) or header.get("row") != "header" or header.get("format") != FORMAT:
+        raise ConfigError(
+            f"{path} is not a nas-rl latency table (its first line is not a complete {FORMAT} header), so it was "
+            "neither read nor changed; accepted: a table written by nas-rl-profile, or, for a new table, a path "
+            "where no file exists yet"
+        )
+    return header
+
+
 def _parse(path: Path, number: int, line: str) -> dict[str, Any]:
     try:
         row = json.loads(line)
@@ -295,3 +334,34 @@ def check_target(table: LatencyTable, target: TableTarget) -> None:
             "Accepted: a table profiled for this run's settings (nas-rl-profile with the same device, threads, "
             "precision, resolution and search space), or point latency.path at one"
         )
+
+
+def check_device(table: LatencyTable, here: DeviceSpec, allow_other_device: bool = False) -> None:
+    """Refuse a table measured on a device described otherwise than ``here`` (the device in use: another CPU
+    model, runtime or converter version measures other latencies), naming both descriptions. With
+    ``allow_other_device`` the table is used, with a warning: its latencies are the other device's (as a shipped
+    table's, measured on the reference device its header names)."""
+    recorded = table.header.get("device")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    wanted = here.as_dict()
+    if recorded == wanted:
+        return
+    differing = ", ".join(key for key in wanted if recorded.get(key) != wanted[key]) or "its fields"
+    message = (
+        f"latency table {table.path} was measured on another device than this one (they differ in {differing}): "
+        f"the table's is {describe(recorded)}, this one is {describe(wanted)}"
+    )
+    if allow_other_device:
+        warnings.warn(f"{message}; its latencies are the table's device's (allow_other_device=true)", stacklevel=3)
+        return
+    raise ConfigError(
+        f"{message}. Accepted: a table profiled on this device (nas-rl-profile with the same settings), or "
+        "allow_other_device=true on the latency model (latency.allow_other_device=true) to use the other "
+        "device's latencies knowingly"
+    )
+
+
+def device_in_use(target: TableTarget) -> DeviceSpec:
+    """The device a table of ``target`` must have been measured on: this computer's CPU through LiteRT (the one
+    backend) under the target's device name, threads and precision."""
+    return host_cpu(threads=target.threads, precision=target.precision, name=target.device)

@@ -23,7 +23,9 @@ from nas_rl.latency.device import host_cpu
 from nas_rl.latency.latency_table import (
     LatencyTable,
     TableTarget,
+    check_device,
     check_target,
+    device_in_use,
     table_path,
     table_target,
 )
@@ -61,7 +63,11 @@ class LookupTableLatency(LatencyModel):
         complete the table; ``measure``: measure it here, append it to the table and go on (needs this computer
         to be the table's device: same CPU model, runtime and converter versions).
     :param overhead: one of :data:`OVERHEADS`.
-    :raises ConfigError: the table is missing, corrupt, truncated, or was built for other settings.
+    :param allow_other_device: use a table measured on a device described otherwise than this one (another
+        CPU model, runtime or converter version), with a warning; by default such a table is refused. The
+        device in use is this computer's CPU (:func:`~nas_rl.latency.device.host_cpu`) under ``device``'s name.
+    :raises ConfigError: the table is missing, not a table, half-written, corrupt, built for other settings or
+        measured on another device.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class LookupTableLatency(LatencyModel):
         precision: str = "fp32",
         on_miss: str = "fail",
         overhead: str = "linear",
+        allow_other_device: bool = False,
     ) -> None:
         _check_choice("on_miss", on_miss, ON_MISS)
         _check_choice("overhead", overhead, OVERHEADS)
@@ -84,6 +91,7 @@ class LookupTableLatency(LatencyModel):
         self.resolution: int = self.target.input_shape[1]  # table_target refused a missing resolution
         self.table = LatencyTable.read(table_path(path, directory, self.target))
         check_target(self.table, self.target)
+        check_device(self.table, device_in_use(self.target), allow_other_device)
         if on_miss == "measure":
             self._check_host()
         self.overhead = overhead

@@ -74,6 +74,7 @@ class LatencyPredictor(LatencyModel):
     :param min_samples: fewest whole-network samples to train on.
     :param on_miss: as :class:`~nas_rl.latency.lut.LookupTableLatency`'s, for the features' table lookups.
     :param seed: seed of randomised regressors.
+    :param allow_other_device: as :class:`~nas_rl.latency.lut.LookupTableLatency`'s.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class LatencyPredictor(LatencyModel):
         min_samples: int = 10,
         on_miss: str = "fail",
         seed: int = 0,
+        allow_other_device: bool = False,
     ) -> None:
         unknown = [name for name in features if name not in FEATURES]
         if unknown or not features:
@@ -102,7 +104,8 @@ class LatencyPredictor(LatencyModel):
         self.log = bool(log)
         self.seed = int(seed)
         self.regressor = make_regressor(regressor, self.seed)
-        self.lut = LookupTableLatency(space, resolution, path, directory, device, threads, precision, on_miss, "none")
+        self.lut = LookupTableLatency(space, resolution, path, directory, device, threads, precision, on_miss, "none",
+                                      allow_other_device=allow_other_device)  # fmt: skip
         samples = self.lut.table.network_archs(space)
         if len(samples) < max(2, min_samples):
             raise ConfigError(
