@@ -319,9 +319,28 @@ def _search(cfg: DictConfig) -> None:
 
 def search_main() -> None:
     """``nas-rl``: run a search (``-m`` for a sweep) with Hydra overrides."""
+    from nas_rl.runs.run_folder import resumed_run_overrides
+
+    # resume=RUN: the command's overrides are composed on those RUN was started with (run_search then refuses the
+    # ones that would change what RUN evaluated), so a key of RUN's own config (its controller's) is one here too.
+    sys.argv[1:1] = resumed_run_overrides(_command_line_overrides())
     if not any(arg in PRINT_ONLY for arg in sys.argv[1:]):
         validate_overrides("config", _command_line_overrides())
+        _check_run_folder()
     _search()
+
+
+def _check_run_folder() -> None:
+    """Hydra makes the run (or sweep) folder before the search starts, and fails there with a traceback: refuse a
+    folder that cannot be written first, in one line."""
+    from nas_rl.runs.run_folder import check_writable_folder
+
+    key = "hydra.sweep.dir=" if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]) else "hydra.run.dir="
+    given = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith(key)]
+    try:
+        check_writable_folder(Path(given[-1] if given else "outputs"))
+    except ConfigError as error:
+        _fail(str(error))
 
 
 def report_main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas_rl._util import atomic_write
 from nas_rl.accuracy.checkpoint import load_checkpoint, save_checkpoint
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import EvaluationFailed
@@ -83,7 +84,11 @@ def export_best(
     paths = {"checkpoint": run_dir / CHECKPOINT_NAME, "onnx": run_dir / ONNX_NAME, "tflite": run_dir / TFLITE_NAME}
     differences: dict[str, float] = {}
 
-    save_checkpoint(paths["checkpoint"], arch, model, {"resolution": int(resolution), **(metadata or {})})
+    try:
+        with atomic_write(paths["checkpoint"]) as temporary:
+            save_checkpoint(temporary, arch, model, {"resolution": int(resolution), **(metadata or {})})
+    except OSError as error:
+        raise EvaluationFailed(f"writing {paths['checkpoint']} failed: {error.strerror or error}") from None
     with torch.no_grad():
         reloaded = load_checkpoint(paths["checkpoint"]).build_model()(torch.from_numpy(images)).numpy()
     differences["checkpoint"] = check_logits("checkpoint", reference, reloaded, atol, rtol)
@@ -110,15 +115,16 @@ def export_best(
 def export_onnx(model: torch.nn.Module, images: np.ndarray, path: Path) -> Path:
     """Write ``model`` (eval mode) as ONNX with a dynamic batch: input ``image`` (NCHW), output ``logits``.
 
-    Uses the TorchScript exporter (``dynamo=False``), which needs only the ``onnx`` package.
+    Uses the TorchScript exporter (``dynamo=False``), which needs only the ``onnx`` package. The file is written
+    atomically (a reader or a kill never sees half of it).
     """
     example = torch.from_numpy(np.ascontiguousarray(images[:1]))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_write(path) as temporary:
         warnings.simplefilter("ignore")  # the legacy exporter announces its deprecation on every call
         torch.onnx.export(
             model,
             (example,),
-            str(path),
+            str(temporary),
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=["image"],
@@ -129,7 +135,7 @@ def export_onnx(model: torch.nn.Module, images: np.ndarray, path: Path) -> Path:
 
 
 def export_tflite(arch: ArchSpec, model: torch.nn.Module, resolution: int, path: Path) -> Path:
-    """Write the fp32 TFLite flatbuffer (batch 1, NHWC) of ``arch`` with ``model``'s weights."""
+    """Write the fp32 TFLite flatbuffer (batch 1, NHWC) of ``arch`` with ``model``'s weights (atomically)."""
     import keras
 
     from nas_rl.latency.litert import convert_to_tflite
@@ -138,7 +144,9 @@ def export_tflite(arch: ArchSpec, model: torch.nn.Module, resolution: int, path:
     try:
         keras_model = build_keras_model(arch, resolution, batch_size=1)
         copy_torch_weights(model, keras_model)
-        Path(path).write_bytes(convert_to_tflite(keras_model, "fp32"))
+        flatbuffer = convert_to_tflite(keras_model, "fp32")
+        with atomic_write(path) as temporary:
+            temporary.write_bytes(flatbuffer)
     finally:
         keras_model = None
         keras.backend.clear_session()  # a long search must not accumulate graphs in Keras' global state

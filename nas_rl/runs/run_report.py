@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,10 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from nas_rl._util import atomic_write, is_int
 from nas_rl.errors import ConfigError
+from nas_rl.evaluation.store import EvaluationStore
+from nas_rl.runs.run_folder import holder, in_use, locate_store, read_identity, started_in, writing
 
 PARETO_FIELDS = ("arch", "accuracy", "latency_ms", "reward")
 COMPARISON_FIELDS = (
@@ -145,11 +149,12 @@ def write_run_plots(episodes: list[dict[str, Any]], run_dir: Path, target_ms: fl
     :param target_ms: the reward's target latency, drawn as a vertical line; ``None`` draws none.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     front = pareto_front(episodes)
     _write_csv(run_dir / "pareto.csv", PARETO_FIELDS, front)
-    _pareto_figure(episodes, front, target_ms, title=run_dir.name).savefig(run_dir / "pareto.png", dpi=120)
-    _progress_figure(episodes, title=run_dir.name).savefig(run_dir / "progress.png", dpi=120)
+    _save(_pareto_figure(episodes, front, target_ms, title=run_dir.name), run_dir / "pareto.png")
+    _save(_progress_figure(episodes, title=run_dir.name), run_dir / "progress.png")
 
 
 def _pareto_figure(
@@ -244,9 +249,11 @@ def load_episodes(path: Path) -> list[dict[str, Any]]:
 
 
 def load_run(run_dir: Path) -> RunRecord:
-    """Read a run folder: ``evaluations.csv`` (required), ``config.yaml`` and Hydra's choices (optional).
+    """Read a run folder: ``evaluations.csv`` (required), ``config.yaml`` and Hydra's choices (optional), and
+    check the CSV against the run's history in its store (:func:`check_against_store`).
 
-    :raises ConfigError: ``run_dir`` is not a run folder; the message names it.
+    :raises ConfigError: ``run_dir`` is not a run folder, or its ``evaluations.csv`` lacks architectures its
+        store holds; the message names it.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -256,10 +263,50 @@ def load_run(run_dir: Path) -> RunRecord:
         raise ConfigError(f"{run_dir} is not a run directory: it has no evaluations.csv (written when a run ends)")
     episodes = load_episodes(run_dir / "evaluations.csv")
     config = _read_yaml(run_dir / "config.yaml")
+    check_against_store(run_dir, len(episodes), config)
     choice = _get(_read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "controller")
     best, summary = summarize(episodes)
     export = _read_json(run_dir / "best.json").get("export")
     return RunRecord(run_dir, episodes, config, choice or _controller_class(config), best, summary, export)
+
+
+def check_against_store(run_dir: Path, rows: int, config: dict[str, Any]) -> None:
+    """Refuse a run whose ``evaluations.csv`` holds fewer architectures than its history in the store.
+
+    ``evaluations.csv`` is written when a run (or a resume) ends; a later resume that was stopped, or a run still
+    going, leaves the store ahead of it, and a report of the file alone would be of part of the run. The run's
+    architectures are the first ``search.budget`` of its history (:func:`reported_episodes`). Nothing is
+    checked for a folder without nas-rl's ``run.json`` or whose store is not there (moved elsewhere, deleted).
+
+    :raises ConfigError: fewer rows than the store's; one line with the counts, the store, and what to do.
+    """
+    try:
+        identity = read_identity(run_dir, setting="report")
+    except ConfigError:
+        return
+    recorded = _get(config, "search", "store")
+    if not isinstance(recorded, str):
+        return
+    store_path = locate_store(run_dir, recorded, started_in(run_dir, identity))
+    if not store_path.is_file():
+        return
+    store = EvaluationStore(store_path)
+    try:
+        history = store.count_episodes(identity.run_id)
+    except (ValueError, sqlite3.Error):
+        return  # a store this version cannot read: there is nothing to check against
+    finally:
+        store.close()
+    budget = _get(config, "search", "budget")
+    expected = min(history, int(budget)) if is_int(budget) else history
+    if rows < expected:
+        if in_use(run_dir):
+            why = f"the run is still running ({holder(run_dir)}); report it when it ends"
+        else:
+            why = (f"the file is out of date (a resume stopped before writing it) or was cut short; nas-rl "
+                   f"resume={run_dir} rewrites it")  # fmt: skip
+        raise ConfigError(f"{run_dir / 'evaluations.csv'} holds {rows} architectures but the run's history in its "
+                          f"store {store_path} has {expected}: {why}")  # fmt: skip
 
 
 def find_runs(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
@@ -342,7 +389,8 @@ def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
 def write_comparison(runs: Sequence[RunRecord], out_dir: Path, console: Console | None = None) -> list[dict[str, Any]]:
     """Print the side-by-side table of ``runs`` and write ``comparison.csv`` and ``comparison.png`` to ``out_dir``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(runs)
     (console or Console()).print(comparison_table(rows))
     _write_csv(out_dir / "comparison.csv", COMPARISON_FIELDS, rows)
@@ -357,7 +405,7 @@ def write_comparison(runs: Sequence[RunRecord], out_dir: Path, console: Console 
     ax.grid(alpha=0.3)
     if any(run.episodes for run in runs):
         ax.legend(loc="lower right", fontsize="small")
-    figure.savefig(out_dir / "comparison.png", dpi=120)
+    _save(figure, out_dir / "comparison.png")
     return rows
 
 
@@ -447,10 +495,16 @@ def _labels(run_dirs: Sequence[Path]) -> list[str]:
 
 
 def _write_csv(path: Path, fields: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as handle:
+    with writing(path), atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _save(figure: Figure, path: Path) -> None:
+    """Save a figure atomically (the format from the suffix, which the temporary file keeps)."""
+    with writing(path), atomic_write(path) as temporary:
+        figure.savefig(temporary, dpi=120)
 
 
 def _fmt(value: Any, template: str) -> str:

@@ -6,18 +6,32 @@ import csv
 import json
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from nas_rl._util import atomic_write, first_line, write_text_atomically
 from nas_rl.accuracy.base import TrainableEstimator
 from nas_rl.config import build
 from nas_rl.envs.factory import build_env
-from nas_rl.errors import ConfigError
+from nas_rl.errors import ConfigError, DataError
 from nas_rl.evaluation.store import EvaluationStore
+from nas_rl.runs import run_folder
+from nas_rl.runs.run_folder import (
+    RunIdentity,
+    locate_store,
+    locked,
+    read_identity,
+    recorded_overrides,
+    reported_episodes,
+    started_in,
+    write_identity,
+    writing,
+)
 from nas_rl.runs.run_report import print_summary  # noqa: F401  (re-exported: the summary table lives in report.py)
 
 CSV_FIELDS = (
@@ -44,11 +58,17 @@ class SearchResult:
         return None if self.export is None else self.export.get("error")
 
 
-#: Config sections that decide what an evaluation returns: a resumed run may not change them.
-EVALUATION_KEYS = ("search_space", "dataset", "accuracy", "latency")
-#: Single settings a resumed run may not change either: the store holds the run's history.
-HISTORY_KEYS = ("search.store",)
-RUN_FILE = "run.json"
+#: Config sections that decide what an evaluation returns and what it pays: a resumed run may not change them.
+EVALUATION_KEYS = ("search_space", "dataset", "accuracy", "latency", "reward")
+#: Single settings a resumed run may not change either: the seed its controller draws from (``seed + done``),
+#: and the store that holds its history.
+HISTORY_KEYS = ("seed", "search.store")
+#: The controller settings a resume applies. Its other settings (its class, the SB3 algorithm and its
+#: hyper-parameters, the policy, rollout sizes, the population size) are what its checkpoint was made with and
+#: would be silently ignored when it is loaded, or would describe a different run: a change is refused.
+RESUMABLE_CONTROLLER_KEYS = ("controller.n_envs", "controller.vec_env", "controller.sample_size")
+#: Kept for callers that import it from here.
+RUN_FILE = run_folder.RUN_FILE
 CONTROLLER_CHECKPOINT = "controller"
 CONFIG_NAME = "config"
 
@@ -64,59 +84,129 @@ def check_search_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"search.checkpoint_every={every!r} is not accepted: use an integer >= 1")
 
 
-def resume_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+def resume_config(run_dir: Path, overrides: list[str], identity: RunIdentity | None = None) -> DictConfig:
     """The saved config of the run in ``run_dir`` with the settings this command's ``overrides`` change.
 
-    What a command changes is judged on composed configs, so a group choice (``experiment=tabular``,
-    ``accuracy=zero_cost``) counts as every value it changes: the config composed from the run's own
-    overrides (``.hydra/overrides.yaml``) is compared with the one composed from those plus ``overrides``.
-    A change of an evaluation setting (EVALUATION_KEYS) or of the store (HISTORY_KEYS) to a value other
-    than the run's is refused, naming the keys, since the stored evaluations would no longer answer for the
-    run; other changes (``search.budget`` to extend the run, controller settings, ...) are applied.
-    Needs Hydra initialised (inside ``@hydra.main``, or ``initialize_config_module``).
+    What a command changes is judged on composed configs: the config composed from the run's own overrides
+    (``run.json``'s, else Hydra's ``.hydra/overrides.yaml``) is compared with the one composed from those plus
+    ``overrides``, key by key, as written and as resolved. So a group choice (``experiment=tabular``) counts as
+    every value it changes, and a key other settings interpolate (``tabular.table``) as the values that follow it.
+
+    - Refused, naming the keys: a change, to a value other than the run's, of what was evaluated and paid
+      (EVALUATION_KEYS), of the seed or the store (HISTORY_KEYS), or of a controller setting other than
+      RESUMABLE_CONTROLLER_KEYS (its checkpoint holds the others).
+    - Applied to the saved config: everything else (``search.budget=N`` to extend the run, ``search.export``,
+      ``search.progress``, ``controller.sample_size``, ``controller.n_envs``, ...).
+
+    The store is the recorded ``search.store``, or the same file inside ``run_dir`` when the run folder moved
+    (:func:`~nas_rl.runs.run_folder.locate_store`); ``search.store=PATH`` is accepted only to point at the run's
+    store where it lies now, when the recorded path no longer exists. Needs Hydra initialised (inside
+    ``@hydra.main``, or ``initialize_config_module``).
+
+    :raises ConfigError: one line: not a run, a refused change, a store that is gone, overrides that do not compose.
     """
-    if not (run_dir / RUN_FILE).is_file() or not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"resume={run_dir} is not accepted: not a nas-rl run directory (no {RUN_FILE} and config.yaml)")
-    saved = OmegaConf.load(run_dir / "config.yaml")
-    if not isinstance(saved, DictConfig):
-        raise ConfigError(f"resume={run_dir} is not accepted: {run_dir / 'config.yaml'} is not a run's config (a mapping)")
-    before, after = _compose_with_run_overrides(run_dir, overrides)
+    identity = identity or read_identity(run_dir)
+    saved = _saved_config(run_dir)
+    before, after = _compose_with_run_overrides(run_dir, identity, overrides)
     changed = _changed_keys(before, after)
-    refused = [key for key in changed if _is_evaluation_key(key) and _value(after, key) != _value(saved, key)]
+    now, old = _resolved_leaves(after), _resolved_leaves(saved)
+    given_store = now.get("search.store") if "search.store" in changed else None
+    refused = [key for key in changed if _is_fixed(key) and now.get(key, _ABSENT) != old.get(key, _ABSENT)
+               and not (key == "search.store" and given_store is not None)]  # fmt: skip
     if refused:
         raise ConfigError(
-            f"resume={run_dir} is refused: {_describe(refused)} would differ from the run's config, changing its "
-            f"evaluations or its store; accepted: the run's values of {', '.join(EVALUATION_KEYS + HISTORY_KEYS)}, "
-            "any other key (e.g. search.budget=N to extend the run)"
+            f"resume={run_dir} is refused: {_describe(refused)} would differ from the run's config (what it "
+            "evaluated and paid, its seed or store, or what its controller's checkpoint holds); a resume may change "
+            f"{', '.join(RESUMABLE_CONTROLLER_KEYS)} and any key outside {', '.join(EVALUATION_KEYS + HISTORY_KEYS)}, "
+            "controller (e.g. search.budget=N to extend the run)"
+        )
+    store = _run_store(run_dir, saved, identity)
+    if given_store is not None:
+        store = _moved_store(run_dir, store, Path(str(given_store)))
+    if not store.exists() and _evaluated(run_dir):
+        raise ConfigError(
+            f"resume={run_dir} is not accepted: the run has evaluated architectures but its evaluation store {store} "
+            "does not exist; put the store back there, or pass search.store=PATH where it lies now"
         )
     for key in changed:
-        if not _is_evaluation_key(key):
-            _set(saved, key, _value(after, key))
+        if not _is_fixed(key):
+            _set(saved, key, now.get(key, _ABSENT))  # (search.store: set below, to the run's store)
+    saved.search.store = str(store)
     saved.resume = str(run_dir)
     return saved
 
 
-def _compose_with_run_overrides(run_dir: Path, overrides: list[str]) -> tuple[DictConfig, DictConfig]:
+def _saved_config(run_dir: Path) -> DictConfig:
+    path = run_dir / run_folder.CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"resume={run_dir} is not accepted: not a nas-rl run directory (no {path.name})")
+    try:
+        saved = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DataError(f"{path} is not readable as a run's config ({first_line(error)}); expected the YAML "
+                        "mapping nas-rl wrote when the run started") from None  # fmt: skip
+    if not isinstance(saved, DictConfig) or not isinstance(saved.get("search"), DictConfig):
+        raise DataError(f"{path} is not a run's config: expected the YAML mapping nas-rl wrote (with search.*)")
+    return saved
+
+
+def _run_store(run_dir: Path, saved: DictConfig, identity: RunIdentity) -> Path:
+    recorded = saved.search.get("store")
+    if not isinstance(recorded, str) or not recorded:
+        raise DataError(f"{run_dir / run_folder.CONFIG_FILE} has no search.store: expected the path of the run's "
+                        "evaluation store")  # fmt: skip
+    return locate_store(run_dir, recorded, started_in(run_dir, identity))
+
+
+def _moved_store(run_dir: Path, store: Path, given: Path) -> Path:
+    """``search.store=given`` on a resume: the run's store where it now lies (accepted), or a change (refused)."""
+    if given.resolve() == store.resolve() or (not store.exists() and given.is_file()):
+        return given
+    raise ConfigError(
+        f"resume={run_dir} is refused: search.store={given} would differ from the run's store {store}, which holds "
+        "its history; accepted: the run's store, or where it lies now if it was moved (then it must exist)"
+    )
+
+
+def _evaluated(run_dir: Path) -> bool:
+    """Whether a run left signs of evaluated architectures (its outputs, or a controller checkpoint)."""
+    return (run_dir / "evaluations.csv").is_file() or any(run_dir.glob(f"{CONTROLLER_CHECKPOINT}.*"))
+
+
+def _compose_with_run_overrides(
+    run_dir: Path, identity: RunIdentity, overrides: list[str]
+) -> tuple[DictConfig, DictConfig]:
     """The config composed from the run's own overrides, and from those plus ``overrides``."""
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    file = run_dir / ".hydra" / "overrides.yaml"  # Hydra writes it; a run made without Hydra has none
-    recorded: Any = OmegaConf.load(file) if file.is_file() else []
-    previous = [str(o) for o in recorded if not str(o).lstrip("+~").startswith(("resume=", "hydra.", "hydra/"))]
-    try:
-        return compose(CONFIG_NAME, previous), compose(CONFIG_NAME, previous + overrides)
-    except (HydraException, OmegaConfBaseException):
-        # The run's overrides no longer compose (the package changed since): judge this command's alone.
-        return compose(CONFIG_NAME, []), compose(CONFIG_NAME, overrides)
+    previous = recorded_overrides(run_dir, identity)
+    # The entry point puts the run's overrides before the command's (resumed_run_overrides): once is enough
+    # (Hydra refuses a deletion, ~key, given twice).
+    overrides = [o for o in overrides if o not in previous]
+    failure: Exception | None = None
+    # When the command's settings do not compose on the run's overrides (another search space, whose keys the
+    # run's overrides set), or those no longer compose (the package changed since), the command's are judged alone.
+    for base in (previous, []) if previous else ([],):
+        try:
+            return compose(CONFIG_NAME, base), compose(CONFIG_NAME, base + overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            failure = error
+    raise ConfigError(
+        f"resume={run_dir} with {' '.join(overrides)} is not accepted: {first_line(failure or '')} (composed on the "
+        f"run's own overrides: {' '.join(previous) or 'none'})"
+    ) from None
 
 
 def _changed_keys(before: DictConfig, after: DictConfig) -> list[str]:
-    """Dotted keys of the leaves (lists count as leaves) that differ, appear or disappear, unresolved."""
-    old, new = _leaves(OmegaConf.to_container(before)), _leaves(OmegaConf.to_container(after))
-    keys = (old.keys() | new.keys()) - {"resume"}
-    return sorted(key for key in keys if old.get(key, _ABSENT) != new.get(key, _ABSENT))
+    """Dotted keys of the leaves (lists count as leaves) that differ, appear or disappear, as written or resolved."""
+    changed: set[str] = set()
+    pairs = ((_leaves(OmegaConf.to_container(before)), _leaves(OmegaConf.to_container(after))),
+             (_resolved_leaves(before), _resolved_leaves(after)))  # fmt: skip
+    for old, new in pairs:
+        changed |= {key for key in old.keys() | new.keys() if old.get(key, _ABSENT) != new.get(key, _ABSENT)}
+    return sorted(changed - {"resume"})
 
 
 _ABSENT = object()
@@ -131,6 +221,21 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
+def _resolved_leaves(cfg: DictConfig) -> dict[str, Any]:
+    """The leaves with their resolved values; one that cannot be resolved here (``${hydra:...}`` outside a Hydra
+    job) as written."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    resolved: dict[str, Any] = {}
+    for key, written in _leaves(OmegaConf.to_container(cfg)).items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=False)
+            resolved[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except OmegaConfBaseException:
+            resolved[key] = written
+    return resolved
+
+
 def _describe(keys: list[str]) -> str:
     """The keys, a section with more than three of them (a group choice) as ``section.* (N keys)``."""
     sections: dict[str, list[str]] = {}
@@ -141,23 +246,22 @@ def _describe(keys: list[str]) -> str:
     )
 
 
-def _is_evaluation_key(key: str) -> bool:
-    return key.split(".")[0] in EVALUATION_KEYS or key in HISTORY_KEYS
-
-
-def _value(cfg: DictConfig, key: str) -> Any:
-    """The resolved value at ``key`` as plain Python; None where the key is absent."""
-    value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+def _is_fixed(key: str) -> bool:
+    """Whether a resume may not change ``key`` (see :func:`resume_config`)."""
+    section = key.split(".")[0]
+    if section == "controller":
+        return key not in RESUMABLE_CONTROLLER_KEYS
+    return section in EVALUATION_KEYS or key in HISTORY_KEYS
 
 
 def _set(cfg: DictConfig, key: str, value: Any) -> None:
-    """Set the leaf at ``key``; a leaf the new composition lacks (None) is removed."""
+    """Set the leaf at ``key``; ``_ABSENT`` (the new composition lacks it) removes it."""
     parent_key, _, name = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-    if value is None and OmegaConf.is_dict(parent) and name in parent:
-        del parent[name]
-    elif value is not None:
+    if value is _ABSENT:
+        if OmegaConf.is_dict(parent) and name in parent:
+            del parent[name]
+    else:
         OmegaConf.update(cfg, key, value, merge=False, force_add=True)
 
 
@@ -166,22 +270,57 @@ def run_search(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = Non
 
     With ``resume=RUN_DIR`` it continues that run instead: the architectures already in the store's history
     count against the budget, and the controller restarts from its last checkpoint. ``overrides`` are the
-    command's Hydra overrides other than ``resume=`` (see :func:`resume_config`).
+    command's Hydra overrides other than ``resume=`` (see :func:`resume_config`); a new run records them.
 
+    The run folder is locked for the whole run (``run.lock``; a second process is refused), and the run's
+    identity (``config.yaml``, then ``run.json``) is written before anything costly, so a run killed at any
+    point can be resumed. Every output is written atomically (a reader or a kill never leaves half a file).
     An export that fails is recorded in ``best.json`` and the result (:attr:`SearchResult.export_error`);
     every other output is written first.
+
+    :raises ConfigError: one line, for a refused setting or resume, a run folder in use, or an output that
+        cannot be written.
     """
     resuming = bool(cfg.get("resume"))
+    identity = None
     if resuming:
         run_dir = Path(cfg.resume)
-        cfg = resume_config(run_dir, overrides or [])
-    check_search_settings(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_id = _run_id(run_dir, resuming)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        identity = read_identity(run_dir)
+    with locked(run_dir):
+        if resuming:
+            cfg = resume_config(run_dir, overrides or [], identity)
+            check_search_settings(cfg)
+            # The command's new settings are checked before the run's config is rewritten with them.
+            controller = build(cfg.controller, "controller")
+            identity = _record_identity(run_dir, cfg, identity, overrides)
+        else:
+            check_search_settings(cfg)
+            # First (before the controller, whose SB3 module imports torch): from here on the run can be resumed.
+            identity = _record_identity(run_dir, cfg, identity, overrides)
+            controller = build(cfg.controller, "controller")
+        return _run(cfg, run_dir, identity.run_id, controller, resuming)
+
+
+def _record_identity(
+    run_dir: Path, cfg: DictConfig, identity: RunIdentity | None, overrides: list[str] | None
+) -> RunIdentity:
+    """Write ``config.yaml``, then ``run.json`` (a run with run.json has its config): the run's identity, new or
+    carried over (with the folder it is in now)."""
+    here = str(run_dir.resolve())
+    if identity is None:
+        identity = RunIdentity(f"{run_dir.name}-{uuid.uuid4().hex[:8]}", here, None if overrides is None else
+                               tuple(o for o in overrides if not o.lstrip("+~").startswith("resume=")))  # fmt: skip
+    else:
+        identity = replace(identity, run_dir=here)
+    with writing(run_dir / run_folder.CONFIG_FILE):
+        write_text_atomically(run_dir / run_folder.CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    write_identity(run_dir, identity)
+    return identity
+
+
+def _run(cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming: bool) -> SearchResult:
     store = EvaluationStore(cfg.search.store)
     env = build_env(cfg, store, run_id)
-    controller = build(cfg.controller, "controller")
     checkpoint = run_dir / CONTROLLER_CHECKPOINT
     if resuming:
         controller.load(checkpoint)
@@ -191,38 +330,30 @@ def run_search(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = Non
     bar = tqdm(total=budget, initial=min(done, budget), desc="architectures", unit="arch",
                disable=not cfg.search.progress, dynamic_ncols=True)  # fmt: skip
 
+    def save_controller() -> None:
+        with writing(checkpoint):
+            controller.save(checkpoint)
+
     def on_evaluation(info: dict[str, Any]) -> None:
         log.add(info)
         bar.set_postfix(best=f"{log.best_reward:.4f}", last=info["status"], cached=info["cached"], refresh=False)
         bar.update(1)
         if log.count % every == 0:
-            controller.save(checkpoint)
+            save_controller()
 
     try:
         if done < budget:
             controller.search(env, budget=budget - done, seed=int(cfg.seed) + done, on_evaluation=on_evaluation,
                               log_dir=run_dir / "tensorboard")  # fmt: skip
-            controller.save(checkpoint)
-    finally:
-        bar.close()
-        log.close()
-    result = write_outputs(store, run_id, run_dir, target_ms=cfg.reward.get("target_ms"))
-    try:
+            save_controller()
+        result = write_outputs(store, run_id, run_dir, target_ms=cfg.reward.get("target_ms"), budget=budget)
         if cfg.search.get("export", True):
             result.export = export_best_architecture(env, result)
     finally:
+        bar.close()
+        log.close()
         env.close()
     return result
-
-
-def _run_id(run_dir: Path, resuming: bool) -> str:
-    """The id tagging this run's history rows: kept in run.json so a resumed run continues the same history."""
-    path = run_dir / RUN_FILE
-    if resuming:
-        return json.loads(path.read_text())["run_id"]
-    run_id = f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
-    path.write_text(json.dumps({"run_id": run_id}))
-    return run_id
 
 
 class EvaluationLog:
@@ -248,19 +379,28 @@ class EvaluationLog:
         self.writer.close()
 
 
-def write_outputs(store: EvaluationStore, run_id: str, run_dir: Path, target_ms: float | None = None) -> SearchResult:
-    """``evaluations.csv`` (every proposed architecture), ``best.json`` and the plots, from the store's history."""
+def write_outputs(
+    store: EvaluationStore, run_id: str, run_dir: Path, target_ms: float | None = None, budget: int | None = None
+) -> SearchResult:
+    """``evaluations.csv`` (every architecture of the run: the first ``budget`` of its history), ``best.json`` and
+    the plots, from the store's history; each file written atomically.
+
+    :raises ConfigError: an output cannot be written (one line naming it).
+    """
     from nas_rl.runs.run_report import summarize, write_run_plots
 
-    episodes = store.episodes(run_id)
-    with open(run_dir / "evaluations.csv", "w", newline="") as handle:
+    episodes = reported_episodes(store.episodes(run_id), budget)
+    path = run_dir / "evaluations.csv"
+    with writing(path), atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for number, row in enumerate(episodes, start=1):
             writer.writerow({**row, "episode": number})
     best, summary = summarize(episodes)
     best_record = None if best is None else {key: best[key] for key in CSV_FIELDS if key in best}
-    (run_dir / "best.json").write_text(json.dumps({"best": best_record, **summary, "run_id": run_id}, indent=2))
+    with writing(run_dir / "best.json"):
+        write_text_atomically(run_dir / "best.json", json.dumps({"best": best_record, **summary, "run_id": run_id},
+                                                                indent=2))  # fmt: skip
     write_run_plots(episodes, run_dir, target_ms)
     return SearchResult(run_dir, episodes, best_record, summary)
 
@@ -291,5 +431,6 @@ def export_best_architecture(env: Any, result: SearchResult) -> dict[str, Any] |
         export = {"error": str(error)}
     export = {"arch": trained.to_string(), **facts, **export, "retrained_accuracy": accuracy}
     best_json = result.run_dir / "best.json"
-    best_json.write_text(json.dumps({**json.loads(best_json.read_text()), "export": export}, indent=2))
+    with writing(best_json):
+        write_text_atomically(best_json, json.dumps({**json.loads(best_json.read_text()), "export": export}, indent=2))
     return export
