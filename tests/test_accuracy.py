@@ -54,7 +54,7 @@ def test_same_seed_same_accuracy_and_weights() -> None:
 
 @pytest.mark.slow  # two torch threads on cores other tests share: seconds of waiting, not of work
 def test_same_seed_same_accuracy_with_two_threads() -> None:
-    """The default (threads 0) is torch's setting, two threads on the 2-core machines this runs on."""
+    """Two torch threads (threads=2; the default is 1) give the same model twice."""
     settings = {**FAST, "epochs": 0.5, "threads": 2}
     arch = tiny_arch(1)
     model_a, accuracy_a = ProxyTraining(digits(), seed=5, **settings).train(arch)

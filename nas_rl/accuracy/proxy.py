@@ -71,7 +71,7 @@ class ProxyTraining(AccuracyEstimator):
     :param weight_decay: L2 penalty.
     :param label_smoothing: cross-entropy label smoothing.
     :param seed: seeds initialisation and batch order: the same seed gives the same accuracy.
-    :param threads: torch intra-op threads (0 = torch's default, all cores).
+    :param threads: torch intra-op threads (0 = torch's default, all cores; 1 holds up on a shared machine).
     :param resolution: proxy-training input resolution (train and validation images are resized to it once);
         None trains at the dataset's resolution.
     :param width_multiplier: train :func:`scale_width` ``(arch, width_multiplier)`` instead of ``arch``.
@@ -92,7 +92,7 @@ class ProxyTraining(AccuracyEstimator):
         weight_decay: float = 4e-5,
         label_smoothing: float = 0.0,
         seed: int = 0,
-        threads: int = 0,
+        threads: int = 1,
         resolution: int | None = None,
         width_multiplier: float = 1.0,
         teacher: str | None = None,

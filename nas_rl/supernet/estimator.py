@@ -59,7 +59,7 @@ class SupernetAccuracy(AccuracyEstimator):
         :meth:`accuracy` never fine-tunes).
     :param finetune_lr: Adam learning rate of fine-tuning (cosine-annealed to 0).
     :param seed: seeds the batch order of fine-tuning.
-    :param threads: torch intra-op threads (0 = torch's default).
+    :param threads: torch intra-op threads (0 = torch's default; 1 holds up on a shared machine).
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class SupernetAccuracy(AccuracyEstimator):
         finetune_epochs: int = 0,
         finetune_lr: float = 1e-3,
         seed: int = 0,
-        threads: int = 0,
+        threads: int = 1,
         train_missing: Recipe | None = None,
     ) -> None:
         lowest = {"calibration_images": 1, "batch_size": 1, "calibration_seed": 0, "finetune_epochs": 0, "seed": 0,

@@ -75,7 +75,7 @@ class Recipe:
     distill_temperature: float = 1.0
     distill_weight: float = 1.0
     seed: int = 0
-    threads: int = 0
+    threads: int = 1
     phases: list[dict[str, Any]] | None = None
     resume: bool = True
     calibration_images: int = 256
