@@ -3,8 +3,8 @@
     python bench/conversion_cost.py [--archs 10] [--resolutions 32 224] [--threads 1] [--seed 0]
 
 Per architecture and input resolution: the converter path as ``LiteRTLatency.convert`` runs it (build the Keras
-model, convert, clear the Keras session; ``conversion=saved_model``, the default, and ``frozen_graph``), the
-direct emission (``nas_rl.models.tflite_builder.tflite_from_arch``, seeded weights, no Keras), and the LiteRT
+model, convert, clear the Keras session; ``conversion=saved_model`` and ``frozen_graph``), the
+direct emission (``conversion=direct``, the default: ``tflite_from_arch``, seeded weights, no Keras), and the LiteRT
 benchmark of the result with LiteRTLatency's default settings (>= 0.5 s warm-up, >= 50 runs and >= 1 s timed).
 Resolution 32 is the default search's space (``envs/MnasNet-v0.yaml``: 32x32 grey, 10 classes); 224 the
 MnasNet space at ImageNet's shape (224x224x3, 1000 classes). TensorFlow is imported and warmed up by one
@@ -83,9 +83,9 @@ def main() -> None:
             direct_gap.append(relative(direct.median_ms, first.median_ms))
             noise.append(relative(again.median_ms, first.median_ms))
         bench = statistics.median(times["benchmark"])
-        for name, label in (("saved_model", "converter, saved_model (default)"),
+        for name, label in (("saved_model", "converter, saved_model (the old default)"),
                             ("frozen_graph", "converter, frozen_graph"),
-                            ("direct", "direct emitter (tflite_builder)"),
+                            ("direct", "direct emitter (conversion=direct, the default)"),
                             ("benchmark", "LiteRT benchmark (default settings)")):  # fmt: skip
             median = statistics.median(times[name])
             cost_rows.append(f"| {resolution} | {label} | {len(archs)} | {median:.3f} | {max(times[name]):.3f} | "

@@ -216,7 +216,7 @@ class _PreemptedInterpreterDouble:
 
 
 def test_drop_preempted_leaves_out_runs_spent_off_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas_rl.latency import litert
+    from nas_rl.devices import host_cpu as litert  # where LiteRT runs are timed
 
     clock = _ClockDouble()
     monkeypatch.setattr(litert, "time", clock)
@@ -227,7 +227,7 @@ def test_drop_preempted_leaves_out_runs_spent_off_the_cpu(monkeypatch: pytest.Mo
 
 
 def test_drop_preempted_gives_up_on_a_machine_that_never_lets_the_thread_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas_rl.latency import litert
+    from nas_rl.devices import host_cpu as litert  # where LiteRT runs are timed
 
     clock = _ClockDouble()
     monkeypatch.setattr(litert, "time", clock)
@@ -268,13 +268,13 @@ def test_frozen_graph_conversion_gives_the_same_ops_as_the_saved_model_route() -
 
 @pytest.mark.slow
 def test_int8_from_the_config_calibrates_on_the_runs_dataset(tiny_overrides: list[str]) -> None:
-    """latency.precision=int8 converts with the run's training images, resized to the deployment resolution."""
+    """device.precision=int8 converts with the run's training images, resized to the deployment resolution."""
     from hydra import compose, initialize_config_module
 
     from nas_rl.config import build
     from nas_rl.data.datasets import calibration_images, load_digits
 
-    overrides = [*tiny_overrides, "latency.precision=int8", "latency.resolution=24", "latency.calibration_samples=8"]
+    overrides = [*tiny_overrides, "device.precision=int8", "latency.resolution=24", "latency.calibration_samples=8"]
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     latency = build(cfg.latency, "latency")

@@ -200,5 +200,5 @@ def test_profile_entry_point_writes_a_table_and_refuses_another_devices(tmp_path
 def test_profile_entry_point_names_valid_devices_on_a_typo() -> None:
     command = [sys.executable, "-c", "from nas_rl.cli import profile_main; profile_main()", "device=host_gpu"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "device=host_gpu is not accepted: device is one of host_cpu" in done.stderr
+    assert done.returncode == 2 and "device=host_gpu is not accepted: device is one of adb, host_cpu" in done.stderr
     assert "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import nas_rl.latency.device as device_module
+import nas_rl.devices.host_cpu as device_module
 from nas_rl.errors import ConfigError
 from nas_rl.latency.device import host_cpu
 from nas_rl.latency.flops_latency import FlopsLatency

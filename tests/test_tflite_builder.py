@@ -249,3 +249,17 @@ def test_default_space_at_32_and_mnasnet_a1_at_224_match_the_converter() -> None
     check_against_converter(space.sample_archs(seed=5, count=1)[0], space.resolution, randomized=False)
     a1 = ArchSpec.from_string(MNASNET_A1, stem_channels=32, head_channels=1280, num_classes=1000, in_channels=3)
     check_against_converter(a1, 224, randomized=True)
+
+
+def test_measured_latency_emits_directly_unless_told_to_convert() -> None:
+    """latency=litert's default conversion is the emitter: the flatbuffer it measures is tflite_from_arch's; int8
+    still goes through TensorFlow's converter (fp32 only here), which gives the same op list as the emitter."""
+    from nas_rl.latency.litert import LiteRTLatency
+
+    arch = tiny_space().sample_arch(np.random.default_rng(3))
+    direct = LiteRTLatency(resolution=16, in_channels=1)
+    assert direct.conversion == "direct"
+    assert direct.convert(arch) == tflite_from_arch(arch, 16, seed=0)
+    assert direct.benchmark(direct.convert(arch)).median_ms > 0
+    with pytest.raises(Exception, match="conversion='nope' is not accepted: use 'direct', 'saved_model', 'frozen_graph'"):
+        LiteRTLatency(resolution=16, in_channels=1, conversion="nope")

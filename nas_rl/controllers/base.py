@@ -9,6 +9,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from nas_rl.errors import require
+
 #: Called with the terminal step's ``info`` for every architecture the controller proposes.
 OnEvaluation = Callable[[dict[str, Any]], None]
 
@@ -44,3 +46,40 @@ def play_tokens(env: gym.Env, tokens: Sequence[int]) -> dict[str, Any]:
     if not terminated:
         raise RuntimeError(f"{len(tokens)} tokens did not end the episode")
     return info
+
+
+def propose_in_flight(
+    env: gym.Env,
+    budget: int,
+    n_envs: int,
+    propose: Callable[[int], Sequence[int]],
+    on_result: Callable[[tuple[int, ...], dict[str, Any]], None],
+) -> None:
+    """Propose ``budget`` architectures, keeping up to ``n_envs`` of them in evaluation at once.
+
+    ``propose(in_flight)`` returns the tokens of the next architecture (``in_flight``: how many proposed ones
+    are still in evaluation); ``on_result(tokens, info)`` gets each one's terminal ``info`` as its evaluation
+    comes back, in the order they finish. On an evaluator that evaluates one at a time (``cluster=local``) the
+    architectures are played in the order they were proposed; with ``n_envs=1``, one after another as before.
+    """
+    evaluator = env.get_wrapper_attr("evaluator")
+    space = env.get_wrapper_attr("search_space")
+    pending: list[tuple[tuple[int, ...], Any]] = []  # (tokens, arch), in proposal order
+    proposed = 0
+    while proposed < budget or pending:
+        while proposed < budget and len(pending) < n_envs:
+            tokens = tuple(int(t) for t in propose(len(pending)))
+            arch = space.decode(tokens)
+            evaluator.start([arch])
+            pending.append((tokens, arch))
+            proposed += 1
+        ready = set(evaluator.finish([arch for _, arch in pending], first=True))
+        for item in [item for item in pending if item[1] in ready]:
+            pending.remove(item)
+            on_result(item[0], play_tokens(env, item[0]))
+
+
+def check_n_envs(n_envs: Any) -> int:
+    require(isinstance(n_envs, int) and not isinstance(n_envs, bool) and n_envs >= 1, "n_envs", n_envs,
+            "an integer >= 1 (architectures in evaluation at once)")  # fmt: skip
+    return int(n_envs)

@@ -7,15 +7,18 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from nas_rl._util import atomic_write, is_int
 from nas_rl.controllers.base import Controller, OnEvaluation
 from nas_rl.errors import ConfigError, require
+from nas_rl.evaluation.evaluator import Evaluator
 
 VEC_ENVS = ("dummy", "subproc")
 
@@ -46,7 +49,8 @@ class SB3Controller(Controller):
     :param n_envs: envs stepped together, each a copy of the given env on the same store; with
         ``vec_env=subproc`` their candidates are evaluated in parallel processes. The last step may finish up
         to ``n_envs - 1`` architectures past the budget: they are kept in the store, not reported.
-    :param vec_env: ``dummy`` (one process, the copies share the env's evaluator) or ``subproc``.
+    :param vec_env: ``dummy`` (one process, the copies share the env's evaluator; on a cluster, ``cluster=dask``, the
+        candidates that end on one step are evaluated there at once) or ``subproc`` (not with a cluster).
     :param rollout_archs: architectures per env per rollout of an on-policy algorithm: sets its ``n_steps`` to
         this many episodes of the env's space (42 tokens in the MnasNet space, 5 in the tabular one), so one
         config means the same in every space. None: the algorithm's own ``n_steps``.
@@ -76,10 +80,18 @@ class SB3Controller(Controller):
         self._checkpoint: Path | None = None
 
     def _vectorize(self, env: gym.Env) -> VecEnv:
+        evaluator = _evaluator(env)
         if self.vec_env == "subproc":
+            if evaluator is not None and evaluator.executor.concurrent:
+                raise ConfigError(
+                    "controller.vec_env='subproc' is not accepted with cluster=dask: the driver alone submits and "
+                    "stores evaluations; use controller.vec_env=dummy (the cluster evaluates a step's n_envs "
+                    "candidates at once)"
+                )
             # Each worker unpickles its own copy of the env (the store reconnects to the same file per process).
-            return SubprocVecEnv([lambda: env] * self.n_envs)
-        return DummyVecEnv([functools.partial(_same, slot) for slot in _dummy_slots(env, self.n_envs)])
+            return StoppingSubprocVecEnv([lambda: StopInInfo(env)] * self.n_envs)
+        return BatchingDummyVecEnv([functools.partial(_same, slot) for slot in _dummy_slots(env, self.n_envs)],
+                                   evaluator)  # fmt: skip
 
     def search(
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None
@@ -125,6 +137,66 @@ class SB3Controller(Controller):
         file = path.with_suffix(".zip")
         self._checkpoint = file if file.exists() else None
         return self._checkpoint is not None
+
+
+class BatchingDummyVecEnv(DummyVecEnv):
+    """A DummyVecEnv whose envs' candidates are evaluated together: before a step on which episodes end (all of
+    them at once, episodes having the space's fixed length), their architectures are started on the evaluator and
+    waited for, each stored as it comes back; each env's terminal step then finds its answer (reported as fresh,
+    ``cached=False``, the first time). The rollout waits only for its own step's batch. On an evaluator that
+    evaluates one at a time this is a plain DummyVecEnv.
+
+    :param env_fns: the slots' env functions.
+    :param evaluator: the evaluator the slots share; None (an env other than nas-rl's): no batching.
+    """
+
+    def __init__(self, env_fns: list, evaluator: Evaluator | None) -> None:
+        super().__init__(env_fns)
+        self.evaluator = evaluator if evaluator is not None and evaluator.executor.concurrent else None
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self.evaluator is not None:
+            archs = [arch for env, action in zip(self.envs, self.actions)
+                     if (arch := env.get_wrapper_attr("arch_after")(action)) is not None]  # fmt: skip
+            if archs:
+                self.evaluator.start(archs)
+                self.evaluator.finish(archs)
+        return super().step_wait()
+
+
+#: The info key that carries a search-stopping error out of a SubprocVecEnv worker.
+STOP_KEY = "nas_rl_stop"
+
+
+class StopInInfo(gym.Wrapper):
+    """In a SubprocVecEnv worker: an error that stops the search (a :class:`~nas_rl.errors.ConfigError` such as
+    ``RepeatedFailures``) goes back to the driver in the step's info, which raises it there as one line (SB3's
+    worker would die on it, printing a traceback, and the driver would see only a broken pipe)."""
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        try:
+            return self.env.step(action)
+        except ConfigError as error:
+            observation, info = self.env.reset()
+            return observation, 0.0, True, False, {**info, STOP_KEY: error}
+
+
+class StoppingSubprocVecEnv(SubprocVecEnv):
+    """A SubprocVecEnv that raises, in the driver, the error a :class:`StopInInfo` worker sent back."""
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observations, rewards, dones, infos = super().step_wait()
+        for info in infos:
+            if STOP_KEY in info:
+                raise info[STOP_KEY]
+        return observations, rewards, dones, infos
+
+
+def _evaluator(env: gym.Env) -> Evaluator | None:
+    try:
+        return env.get_wrapper_attr("evaluator")
+    except AttributeError:  # an env other than nas-rl's
+        return None
 
 
 def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:

@@ -12,6 +12,7 @@ from nas_rl.config import build, placed
 from nas_rl.envs.nas_env import NasEnv
 from nas_rl.errors import ConfigError
 from nas_rl.evaluation.evaluator import Evaluator
+from nas_rl.evaluation.executor import Executor
 from nas_rl.evaluation.store import EvaluationStore
 
 #: The settings of the ``env`` section: NasEnv's keyword arguments besides the roles.
@@ -24,13 +25,15 @@ def build_env(
     run_id: str,
     render_mode: str | None = None,
     roles: Mapping[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> NasEnv:
     """NasEnv from the ``search_space``, ``accuracy``, ``latency``, ``reward`` and ``env`` sections of ``cfg``.
 
     An optional ``evaluator`` section names another evaluator class (``_target_``, called with the same roles),
     e.g. the tabular fast path of ``envs/Tabular-v0.yaml``; without it, :class:`~nas_rl.evaluation.evaluator.Evaluator`.
     ``roles`` holds already built roles (``search_space``, ``accuracy``, ``latency``, ``reward``): each is used
-    as it is instead of building its section.
+    as it is instead of building its section. ``executor`` runs the evaluations (the ``cluster`` section's, which
+    the caller builds and closes); None: in this process.
     """
     roles = dict(roles or {})
 
@@ -44,13 +47,21 @@ def build_env(
         "store": store,
         "run_id": run_id,
     }
+    if executor is not None and executor.concurrent:
+        parts["executor"] = executor
     if cfg.get("evaluator"):
         # A partial, called with the roles: instantiate() would turn the (dataclass) reward into a config.
         with open_dict(cfg.evaluator):  # a composed (struct) config has no _partial_ key to set
             partial = OmegaConf.merge(cfg.evaluator, {"_partial_": True})
         assert isinstance(partial, DictConfig)
+        evaluator_class = build(partial, "evaluator")
+        if "executor" in parts and "executor" not in inspect.signature(evaluator_class).parameters:
+            raise ConfigError(
+                f"cluster=dask is not accepted with evaluator._target_={cfg.evaluator._target_}, which answers in this "
+                "process (from a table) and takes no executor: use cluster=local"
+            )
         try:
-            evaluator = build(partial, "evaluator")(**parts)
+            evaluator = evaluator_class(**parts)
         except ConfigError as error:  # the constructor names its own parameter: put the section in front
             raise type(error)(placed(str(error), "evaluator")) from None
     else:

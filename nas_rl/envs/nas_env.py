@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.evaluation.evaluator import Evaluator, Outcome
 from nas_rl.spaces.base import SearchSpace
@@ -145,10 +146,7 @@ class NasEnv(gym.Env):
         position = self._position
         if position >= self._length:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        valid = self._valid[position]
-        choice = _action_index(action)
-        if not 0 <= choice < valid:
-            choice = choice % valid if self.invalid_action == "wrap" else min(max(choice, 0), valid - 1)
+        choice = self._choice(action)
         self._tokens[position] = choice + 1
         self._position = position + 1
         if self._flat is not None:
@@ -158,6 +156,22 @@ class NasEnv(gym.Env):
         tokens = tuple(int(t) - 1 for t in self._tokens)
         outcome = self.evaluator.evaluate(self.search_space.decode(tokens))
         return self._observation(), float(outcome.reward), True, False, self._terminal_info(outcome, tokens)
+
+    def arch_after(self, action: Any) -> ArchSpec | None:
+        """The architecture ``step(action)`` would evaluate; None when that step does not end the episode. A
+        controller stepping several envs has their candidates evaluated together first (``Evaluator.start``)."""
+        if self._position != self._length - 1:
+            return None
+        tokens = tuple(int(t) - 1 for t in self._tokens[:-1]) + (self._choice(action),)
+        return self.search_space.decode(tokens)
+
+    def _choice(self, action: Any) -> int:
+        """The choice ``action`` makes at the current position (an invalid one mapped by ``invalid_action``)."""
+        valid = self._valid[self._position]
+        choice = _action_index(action)
+        if not 0 <= choice < valid:
+            choice = choice % valid if self.invalid_action == "wrap" else min(max(choice, 0), valid - 1)
+        return choice
 
     def action_masks(self) -> np.ndarray:
         """Valid choices (bool) at the current position; all True once the episode is over (never all False)."""
@@ -170,7 +184,7 @@ class NasEnv(gym.Env):
         return f"position {self._position}/{self._length}: tokens {chosen.tolist()}"
 
     def close(self) -> None:
-        self.evaluator.store.close()
+        self.evaluator.close()
 
     def _observation(self) -> dict[str, Any] | np.ndarray:
         if self._flat is not None:

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from nas_rl.arch import ArchSpec
+from nas_rl.devices.base import LatencyStats as LatencyStats  # the statistics a device's benchmark returns
 
 if TYPE_CHECKING:
     from nas_rl.latency.latency_table import LatencyTable
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Summary of repeated runs, in milliseconds; a predicted latency has runs == 0 and all fields equal."""
-
-    median_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-
-    @classmethod
-    def predicted(cls, value_ms: float) -> LatencyStats:
-        return cls(value_ms, value_ms, 0.0, value_ms, value_ms, 0)
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 class LatencyModel(ABC):

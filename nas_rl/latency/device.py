@@ -1,103 +1,48 @@
 """Where a latency is measured: a named device, described well enough to reproduce the number.
 
-Every latency record and lookup table carries a :class:`DeviceSpec` (through the latency model's
-fingerprint), so numbers taken with another runtime, thread count, precision or CPU are never mixed.
+The device is a backend of :mod:`nas_rl.devices` (the ``device`` config group); its description
+(:class:`DeviceSpec`) and this computer's (:func:`host_cpu`) live there and are named here too, where latency code
+has always found them. :func:`resolve_backend` turns what a latency model is given into the one backend it uses.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import numbers
-import platform
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
-
+from nas_rl.devices.base import PRECISIONS as PRECISIONS
+from nas_rl.devices.base import Backend
+from nas_rl.devices.base import DeviceSpec as DeviceSpec
+from nas_rl.devices.base import describe as describe
+from nas_rl.devices.host_cpu import HostCPU
+from nas_rl.devices.host_cpu import cpu_model_name as cpu_model_name
+from nas_rl.devices.host_cpu import host_cpu as host_cpu
 from nas_rl.errors import ConfigError
 
-#: Numeric precisions a model is converted to before it is measured.
-PRECISIONS = ("fp32", "int8")
 
+def resolve_backend(
+    device: Backend | DeviceSpec | str | None, threads: int | None = None, precision: str | None = None
+) -> Backend:
+    """One source of truth for the device, its threads and its precision.
 
-@dataclass(frozen=True)
-class DeviceSpec:
-    """One device a latency is measured on.
+    A backend (the ``device`` config group, ``${device}`` in a latency config) is used as it is: ``threads`` and
+    ``precision`` may only repeat its own. A name (a string), a :class:`DeviceSpec` (what ``conf/device/host_cpu.yaml``
+    built before backends existed) or ``None`` stand for this computer's CPU under that name (``host-cpu``), with
+    ``threads`` (1) and ``precision`` (``fp32``): released env specs and saved configs say it so.
 
-    :param name: short name used in records and file names, e.g. ``host-cpu``.
-    :param runtime: interpreter and its version, e.g. ``litert 2.3.0`` (XNNPACK is LiteRT's default CPU delegate).
-    :param converter: model converter and its version, e.g. ``tensorflow 2.21.0``.
-    :param threads: interpreter threads (>= 1).
-    :param precision: ``fp32`` or ``int8`` (full-integer post-training quantization).
-    :param cpu_model: the CPU's model name, as the OS reports it.
+    :raises ConfigError: ``threads`` or ``precision`` disagree with the backend's, or ``device`` is none of these.
     """
-
-    name: str
-    runtime: str
-    converter: str
-    threads: int
-    precision: str
-    cpu_model: str
-
-    def __post_init__(self) -> None:
-        if isinstance(self.threads, bool) or not isinstance(self.threads, numbers.Integral) or self.threads < 1:
-            raise ConfigError(f"threads={self.threads!r} is not accepted: use an integer >= 1")
-        object.__setattr__(self, "threads", int(self.threads))
-        if self.precision not in PRECISIONS:
-            accepted = ", ".join(repr(p) for p in PRECISIONS)
-            raise ConfigError(f"precision={self.precision!r} is not accepted: use {accepted}")
-        if not self.name:
-            raise ConfigError("name='' is not accepted: use a non-empty device name")
-
-    def as_dict(self) -> dict[str, str | int]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return describe(self.as_dict())
-
-
-def describe(device: Mapping[str, Any]) -> str:
-    """One line naming a device as a table header or a :class:`DeviceSpec` records it: name, CPU, runtime,
-    converter, threads and precision (fields a header lacks read ``?``)."""
-    field = {key: device.get(key, "?") for key in ("name", "cpu_model", "runtime", "converter", "threads", "precision")}
-    return (
-        f"{field['name']} ({field['cpu_model']}; {field['runtime']}; {field['converter']}; "
-        f"{field['threads']} thread(s), {field['precision']})"
-    )
-
-
-def host_cpu(threads: int = 1, precision: str = "fp32", name: str = "host-cpu") -> DeviceSpec:
-    """This computer's CPU through LiteRT, with models converted by TensorFlow's TFLite converter.
-
-    Reads versions from package metadata, so it does not import TensorFlow.
-    """
-    return DeviceSpec(
-        name=name,
-        runtime=f"litert {_package_version('ai-edge-litert')}",
-        converter=f"tensorflow {_package_version('tensorflow', 'tensorflow-cpu', 'tf-nightly', 'tf-nightly-cpu')}",
-        threads=threads,
-        precision=precision,
-        cpu_model=cpu_model_name(),
-    )
-
-
-def cpu_model_name() -> str:
-    """The CPU's "model name" from /proc/cpuinfo (Linux); else what :mod:`platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _package_version(*distributions: str) -> str:
-    """Version of the first installed distribution among ``distributions`` (TF ships under several names)."""
-    for distribution in distributions:
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+    if device is None or isinstance(device, str):
+        return HostCPU(device or "host-cpu", 1 if threads is None else threads, "fp32" if precision is None else precision)
+    if isinstance(device, DeviceSpec):
+        device = HostCPU(device.name, device.threads, device.precision)
+    if not isinstance(device, Backend):
+        raise ConfigError(
+            f"device={device!r} is not accepted: use a device (the device config group: device: ${{device}}), "
+            "a device name, or null for this computer's CPU"
+        )
+    pairs = (("threads", threads, device.threads), ("precision", precision, device.precision))
+    for key, value, on_device in pairs:
+        if value is not None and value != on_device:
+            raise ConfigError(
+                f"{key}={value!r} disagrees with device {device.name!r} ({key}={on_device!r}); accepted: None or "
+                f"{on_device!r} (the device sets it: device.{key}=...)"
+            )
+    return device

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from nas_rl.arch import ArchSpec
+from nas_rl.devices.base import Backend
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
+from nas_rl.latency.device import resolve_backend
 from nas_rl.latency.latency_table import (
     LatencyTable,
     check_device,
     check_target,
-    device_in_use,
     table_path,
     table_target,
 )
@@ -37,9 +38,10 @@ class FlopsLatency(LatencyModel):
     :param space: the search space (to find and check the table when fitting).
     :param path: the table file; ``None``: ``directory`` / the default file name of these settings.
     :param directory: where default-named tables live.
-    :param device: the device name the table must describe.
-    :param threads: the interpreter threads the table must have been measured with.
-    :param precision: ``fp32`` or ``int8``, as the table's.
+    :param device: the device the table must describe: the configured device (``${device}``), or a name of this
+        computer's CPU with ``threads`` and ``precision``.
+    :param threads: the interpreter threads the table must have been measured with; ``None``: the device's.
+    :param precision: ``fp32`` or ``int8``, as the table's; ``None``: the device's.
     :param allow_other_device: as :class:`~nas_rl.latency.lut.LookupTableLatency`'s (for fitting ``ms_per_mac``).
     """
 
@@ -50,9 +52,9 @@ class FlopsLatency(LatencyModel):
         space: Any = None,
         path: str | os.PathLike[str] | None = None,
         directory: str | os.PathLike[str] = "luts",
-        device: str = "host-cpu",
-        threads: int = 1,
-        precision: str = "fp32",
+        device: Backend | str = "host-cpu",
+        threads: int | None = None,
+        precision: str | None = None,
         allow_other_device: bool = False,
     ) -> None:
         if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
@@ -68,10 +70,11 @@ class FlopsLatency(LatencyModel):
                 )
             self._ms_per_mac: float | None = float(ms_per_mac)
         else:
-            target = table_target(space, resolution, device, threads, precision)
+            backend = resolve_backend(device, threads, precision)
+            target = table_target(space, resolution, backend.name, backend.threads, backend.precision)
             self.table = LatencyTable.read(table_path(path, directory, target))
             check_target(self.table, target)
-            check_device(self.table, device_in_use(target), allow_other_device)
+            check_device(self.table, backend.describe(), allow_other_device)
             if not self.table.network_samples():
                 raise ConfigError(
                     f"latency table {self.table.path} has no whole-network samples to fit ms_per_mac; accepted: a "
@@ -114,6 +117,9 @@ class FlopsLatency(LatencyModel):
                       "device": self.table.header["device"]}  # fmt: skip
         return {"kind": "flops", "resolution": self.resolution, **source}
 
+    def tables(self) -> list[LatencyTable]:
+        return [] if self.table is None else [self.table]
+
     def __repr__(self) -> str:
         source = "given" if self.table is None else f"fitted on {self.table.path}"
         return f"FlopsLatency(resolution={self.resolution}, ms_per_mac {source})"
@@ -124,7 +130,3 @@ def _multiply_adds(arch: ArchSpec, resolution: int) -> int:
     from nas_rl.models.flops import multiply_adds
 
     return multiply_adds(arch, resolution)
-
-
-    def tables(self) -> list[LatencyTable]:
-        return [] if self.table is None else [self.table]

@@ -37,7 +37,7 @@ from typing import Any
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyStats
-from nas_rl.latency.device import DeviceSpec, describe, host_cpu
+from nas_rl.latency.device import DeviceSpec, describe
 
 FORMAT = "nas-rl-latency-table"
 VERSION = 1
@@ -329,16 +329,18 @@ def check_target(table: LatencyTable, target: TableTarget) -> None:
     """Refuse a table built for another device, thread count, precision, input shape or search space."""
     mismatches = target.mismatches(table.header)
     if mismatches:
+        recorded = table.header.get("device")
+        measured = f" (it was measured on {describe(recorded)})" if isinstance(recorded, dict) else ""
         raise ConfigError(
-            f"latency table {table.path} was built for another setting than this run: {'; '.join(mismatches)}. "
-            "Accepted: a table profiled for this run's settings (nas-rl-profile with the same device, threads, "
-            "precision, resolution and search space), or point latency.path at one"
+            f"latency table {table.path} was built for another setting than this run: {'; '.join(mismatches)}"
+            f"{measured}. Accepted: a table profiled for this run's settings (nas-rl-profile with the same device, "
+            "threads, precision, resolution and search space), or point latency.path at one"
         )
 
 
 def check_device(table: LatencyTable, here: DeviceSpec, allow_other_device: bool = False) -> None:
-    """Refuse a table measured on a device described otherwise than ``here`` (the device in use: another CPU
-    model, runtime or converter version measures other latencies), naming both descriptions. With
+    """Refuse a table measured on a device described otherwise than ``here`` (the configured device's description:
+    another CPU model, phone, runtime or converter version measures other latencies), naming both descriptions. With
     ``allow_other_device`` the table is used, with a warning: its latencies are the other device's (as a shipped
     table's, measured on the reference device its header names)."""
     recorded = table.header.get("device")
@@ -359,9 +361,3 @@ def check_device(table: LatencyTable, here: DeviceSpec, allow_other_device: bool
         "allow_other_device=true on the latency model (latency.allow_other_device=true) to use the other "
         "device's latencies knowingly"
     )
-
-
-def device_in_use(target: TableTarget) -> DeviceSpec:
-    """The device a table of ``target`` must have been measured on: this computer's CPU through LiteRT (the one
-    backend) under the target's device name, threads and precision."""
-    return host_cpu(threads=target.threads, precision=target.precision, name=target.device)

@@ -17,15 +17,15 @@ import numpy as np
 
 from nas_rl._util import clear_keras_session
 from nas_rl.arch import ArchSpec
+from nas_rl.devices.base import Backend, DeviceLost
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.base import LatencyModel, LatencyStats
-from nas_rl.latency.device import host_cpu
+from nas_rl.latency.device import resolve_backend
 from nas_rl.latency.latency_table import (
     LatencyTable,
     TableTarget,
     check_device,
     check_target,
-    device_in_use,
     table_path,
     table_target,
 )
@@ -56,16 +56,17 @@ class LookupTableLatency(LatencyModel):
     :param path: the table file; ``None``: ``directory`` / the default file name of these settings (the one
         ``nas-rl-profile`` writes).
     :param directory: where default-named tables live.
-    :param device: the device name the table must describe.
-    :param threads: the interpreter threads the table must have been measured with.
-    :param precision: ``fp32`` or ``int8``, as the table's.
+    :param device: the device the table must describe: the configured device (``${device}``: its name, threads,
+        precision and description), or a name of this computer's CPU with ``threads`` and ``precision``.
+    :param threads: the interpreter threads the table must have been measured with; ``None``: the device's.
+    :param precision: ``fp32`` or ``int8``, as the table's; ``None``: the device's.
     :param on_miss: ``fail``: an entry missing from the table stops the run with a message saying how to
-        complete the table; ``measure``: measure it here, append it to the table and go on (needs this computer
-        to be the table's device: same CPU model, runtime and converter versions).
+        complete the table; ``measure``: measure it on the device, append it to the table and go on (needs the
+        device to be the table's: the same description).
     :param overhead: one of :data:`OVERHEADS`.
-    :param allow_other_device: use a table measured on a device described otherwise than this one (another
-        CPU model, runtime or converter version), with a warning; by default such a table is refused. The
-        device in use is this computer's CPU (:func:`~nas_rl.latency.device.host_cpu`) under ``device``'s name.
+    :param allow_other_device: use a table measured on a device described otherwise than the configured one
+        (another CPU model, phone, runtime or converter version), with a warning; by default such a table is
+        refused, naming both devices.
     :raises ConfigError: the table is missing, not a table, half-written, corrupt, built for other settings or
         measured on another device.
     """
@@ -76,9 +77,9 @@ class LookupTableLatency(LatencyModel):
         resolution: int | None = None,
         path: str | os.PathLike[str] | None = None,
         directory: str | os.PathLike[str] = "luts",
-        device: str = "host-cpu",
-        threads: int = 1,
-        precision: str = "fp32",
+        device: Backend | str = "host-cpu",
+        threads: int | None = None,
+        precision: str | None = None,
         on_miss: str = "fail",
         overhead: str = "linear",
         allow_other_device: bool = False,
@@ -87,13 +88,15 @@ class LookupTableLatency(LatencyModel):
         _check_choice("overhead", overhead, OVERHEADS)
         self.space = space
         self.on_miss = on_miss
-        self.target: TableTarget = table_target(space, resolution, device, threads, precision)
+        self.backend = resolve_backend(device, threads, precision)
+        self.target: TableTarget = table_target(space, resolution, self.backend.name, self.backend.threads,
+                                                self.backend.precision)  # fmt: skip
         self.resolution: int = self.target.input_shape[1]  # table_target refused a missing resolution
         self.table = LatencyTable.read(table_path(path, directory, self.target))
         check_target(self.table, self.target)
-        check_device(self.table, device_in_use(self.target), allow_other_device)
+        check_device(self.table, self.backend.describe(), allow_other_device)
         if on_miss == "measure":
-            self._check_host()
+            self._check_measurable()
         self.overhead = overhead
         self._medians = {key: row["median_ms"] for key, row in self.table.entries.items() if "error" not in row}
         self.coefficients = fit_overhead(self, overhead)
@@ -154,24 +157,24 @@ class LookupTableLatency(LatencyModel):
     def __repr__(self) -> str:
         return f"LookupTableLatency({self.table.describe()}, overhead={self.overhead!r})"
 
-    def _check_host(self) -> None:
+    def _check_measurable(self) -> None:
         device = self.table.header["device"]
-        here = host_cpu(threads=device["threads"], precision=device["precision"], name=device["name"]).as_dict()
+        here = self.backend.describe().as_dict()
         if here != device:
             differing = ", ".join(
                 f"{k}: table {device.get(k)!r}, here {v!r}" for k, v in here.items() if device.get(k) != v
-            )
+            ) or "the fields they have"
             raise ConfigError(
-                f"on_miss='measure' is not accepted for latency table {self.table.path}: this computer is not the "
-                f"table's device ({differing}); accepted: on_miss='fail', or run on the table's device"
+                f"on_miss='measure' is not accepted for latency table {self.table.path}: the configured device is "
+                f"not the table's device ({differing}); accepted: on_miss='fail', or measure on the table's device"
             )
 
     def _measure_miss(self, entry: Entry) -> None:
         from nas_rl.latency.litert import LiteRTLatency
 
         header = self.table.header
-        model = LiteRTLatency(threads=header["device"]["threads"], precision=header["device"]["precision"],
-                              conversion=header.get("conversion", "saved_model"), **header["layer_timing"])  # fmt: skip
+        model = LiteRTLatency(device=self.backend, conversion=header.get("conversion", "saved_model"),
+                              **header["layer_timing"])  # fmt: skip
         try:
             self.table.append(measure_entry(entry, model))
         finally:
@@ -220,12 +223,17 @@ def _check_choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
 
 
 def measure_entry(entry: Entry, model: LiteRTLatency) -> dict[str, Any]:
-    """The table row of one entry: its statistics, or the reason it could not be measured."""
+    """The table row of one entry: its statistics, or the reason it could not be measured.
+
+    :raises DeviceLost: the device stopped answering (that is no property of the entry: nothing is written).
+    """
     start = time.perf_counter()
     row: dict[str, Any] = {"row": "entry", "key": entry.key, "config": entry.describe()}
     row["macs"], row["params"] = entry_cost(entry)
     try:
         row.update(model.measure_keras(entry_model(entry)).as_dict())
+    except DeviceLost:
+        raise
     except EvaluationFailed as failure:
         row["error"] = str(failure)
     row["seconds"] = round(time.perf_counter() - start, 3)

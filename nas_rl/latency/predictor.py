@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nas_rl.arch import ArchSpec
+from nas_rl.devices.base import Backend
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel, LatencyStats
 from nas_rl.latency.latency_table import LatencyTable
@@ -65,9 +66,10 @@ class LatencyPredictor(LatencyModel):
     :param resolution: deployment input height = width; the table must have been profiled at it.
     :param path: the table file; ``None``: ``directory`` / the default file name of these settings.
     :param directory: where default-named tables live.
-    :param device: the device name the table must describe.
-    :param threads: the interpreter threads the table must have been measured with.
-    :param precision: ``fp32`` or ``int8``, as the table's.
+    :param device: the device the table must describe: the configured device (``${device}``), or a name of this
+        computer's CPU with ``threads`` and ``precision``.
+    :param threads: the interpreter threads the table must have been measured with; ``None``: the device's.
+    :param precision: ``fp32`` or ``int8``, as the table's; ``None``: the device's.
     :param regressor: ``ridge`` (default), ``linear`` or ``gbr`` (gradient boosting).
     :param features: names from :data:`FEATURES`.
     :param log: fit log(latency) on log(features): relative errors, a power law of the features.
@@ -83,9 +85,9 @@ class LatencyPredictor(LatencyModel):
         resolution: int | None = None,
         path: str | os.PathLike[str] | None = None,
         directory: str | os.PathLike[str] = "luts",
-        device: str = "host-cpu",
-        threads: int = 1,
-        precision: str = "fp32",
+        device: Backend | str = "host-cpu",
+        threads: int | None = None,
+        precision: str | None = None,
         regressor: str = "ridge",
         features: tuple[str, ...] | list[str] = ("lut_ms", "macs", "params", "layers"),
         log: bool = True,

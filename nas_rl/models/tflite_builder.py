@@ -33,7 +33,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from nas_rl.arch import ArchSpec
-from nas_rl.models.torch_builder import BN_EPS, LayerSpec, stage_layers
+from nas_rl.models.layer_plan import BN_EPS, LayerSpec, stage_layers
 
 #: Keras layer name -> that layer's weights in Keras' layout and order (``layer.get_weights()``).
 KerasWeights = Mapping[str, Sequence[np.ndarray]]

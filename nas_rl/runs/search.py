@@ -19,6 +19,8 @@ from nas_rl.accuracy.base import TrainableEstimator
 from nas_rl.config import build
 from nas_rl.envs.factory import build_env
 from nas_rl.errors import ConfigError, DataError
+from nas_rl.evaluation.cluster import ClusterLost
+from nas_rl.evaluation.executor import Executor, LocalExecutor
 from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.runs import run_folder
 from nas_rl.runs.run_folder import (
@@ -59,7 +61,7 @@ class SearchResult:
 
 
 #: Config sections that decide what an evaluation returns and what it pays: a resumed run may not change them.
-EVALUATION_KEYS = ("search_space", "dataset", "accuracy", "latency", "reward")
+EVALUATION_KEYS = ("search_space", "dataset", "device", "accuracy", "latency", "reward")
 #: Single settings a resumed run may not change either: the seed its controller draws from (``seed + done``),
 #: and the store that holds its history.
 HISTORY_KEYS = ("seed", "search.store")
@@ -319,8 +321,21 @@ def _record_identity(
 
 
 def _run(cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming: bool) -> SearchResult:
+    # The cluster's settings are checked before the roles load data; it connects on the first evaluation.
+    executor = build(cfg.cluster, "cluster") if cfg.get("cluster") else LocalExecutor()
+    try:
+        return _run_on(executor, cfg, run_dir, run_id, controller, resuming)
+    except ClusterLost as error:
+        raise ClusterLost(f"{error}: continue the run with resume={run_dir}") from None
+    finally:
+        executor.close()
+
+
+def _run_on(
+    executor: Executor, cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming: bool
+) -> SearchResult:
     store = EvaluationStore(cfg.search.store)
-    env = build_env(cfg, store, run_id)
+    env = build_env(cfg, store, run_id, executor=executor)
     checkpoint = run_dir / CONTROLLER_CHECKPOINT
     if resuming:
         controller.load(checkpoint)

@@ -1,8 +1,9 @@
-"""``nas-rl-latency-report``: how well each latency model predicts LiteRT measurements of held-out architectures.
+"""``nas-rl-latency-report``: how well each latency model predicts measurements of held-out architectures.
 
 Draws ``samples`` architectures from the search space with a seed no table sample was drawn with, measures
-each whole through LiteRT (the ``latency=litert`` measurement) in ``passes`` passes over the list and keeps the
-lowest median, asks every configured latency model, and writes to the run folder:
+each whole on the configured device (the ``latency=litert`` measurement: through LiteRT here, or ``benchmark_model``
+on a phone with ``device=adb``) in ``passes`` passes over the list and keeps the lowest median, asks every
+configured latency model (reading the tables of the same device), and writes to the run folder:
 
 ``predictions.csv``  one row per architecture: measured statistics, each model's prediction and its cost in µs
 ``report.csv`` / ``report.md``  per model: share within ±5% and ±10%, MAPE, RMSE, Kendall tau, bias, µs/arch
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from nas_rl.devices.base import DeviceLost, describe
 from nas_rl.errors import ConfigError
 from nas_rl.latency.base import LatencyModel
 
@@ -49,7 +51,7 @@ def held_out_architectures(space: Any, seed: int, count: int, models: dict[str, 
 
     :raises ConfigError: ``seed`` is the seed a table drew its whole-network samples with.
     """
-    
+
     seen: set[str] = set()
     for name, model in models.items():
         for table in model.tables():
@@ -88,7 +90,7 @@ def compare(
     pass median, as the profiler keeps it for tables (a busy moment on a shared machine only slows a run), and
     ``pass<k>_ms`` columns keep each pass's median: their spread is the measurement's repeatability.
 
-    :param reference: a :class:`~nas_rl.latency.litert.LiteRTLatency` (``convert`` and ``benchmark``).
+    :param reference: a :class:`~nas_rl.latency.litert.LiteRTLatency` (``convert`` and ``benchmark``) on the device.
     :param on_row: called with ``{"arch", "pass<k>_ms" ..., "measured_*"}`` after every measurement (a
         killed report keeps them).
     :param measured: block string -> an earlier report's row: the passes it holds are reused, the rest measured.
@@ -266,7 +268,11 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
             handle.flush()
 
         start = time.perf_counter()
-        rows = compare(models, reference, archs, passes, bool(settings.progress), keep, measured)
+        try:
+            rows = compare(models, reference, archs, passes, bool(settings.progress), keep, measured)
+        except DeviceLost as lost:
+            raise ConfigError(f"{lost}. What was measured is in {partial}: run again with report.reuse={out_dir} to "
+                              "keep it") from None  # fmt: skip
     partial.unlink()
     again = repeatability(rows)
     scores = summarise(list(models), rows)
@@ -276,7 +282,8 @@ def run_report(cfg: Any, out_dir: Path) -> list[dict[str, Any]]:
     device = context["device"] or {}
     title = (f"{samples} held-out architectures, {cfg.resolution}x{cfg.resolution}, {device.get('name')} "
              f"({device.get('threads')} thread(s), {device.get('precision')})")  # fmt: skip
-    text = f"# Latency models vs LiteRT measurements\n\n{title}; seed {seed}.\n\n" + markdown(scores)
+    text = (f"# Latency models vs measurements on {device.get('name')}\n\n{title}; seed {seed}.\n\n"
+            f"Device: {describe(device)}.\n\n" + markdown(scores))  # fmt: skip
     if again:
         spreads = np.array([a["spread"] for a in again])
         text += (f"\nRepeatability: {len(again)} architectures measured twice in this process, minutes apart (passes "

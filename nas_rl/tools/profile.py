@@ -1,7 +1,8 @@
 """Profile a device for a search space: measure every entry of its lookup table, then whole-network samples.
 
-Each entry (:mod:`nas_rl.latency.layers`) is built as its own small Keras model, converted and timed through
-LiteRT with short benchmark settings; then ``networks`` architectures drawn from the space are measured whole,
+Each entry (:mod:`nas_rl.latency.layers`) is built as its own small Keras model, converted and timed on the
+configured device (the ``device`` group: this computer's CPU through LiteRT, or a phone over adb through
+``benchmark_model``: the same profiler, only the backend differs) with short benchmark settings; then ``networks`` architectures drawn from the space are measured whole,
 with full settings, to fit the per-network overhead and to train learned predictors. Every measurement is
 appended to the table file as it completes, so a killed run resumes where it stopped; tqdm shows progress and
 the time left.
@@ -22,8 +23,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from nas_rl._util import clear_keras_session
+from nas_rl.devices.base import Backend, DeviceLost, DeviceSpec, describe
 from nas_rl.errors import ConfigError, EvaluationFailed
-from nas_rl.latency.device import DeviceSpec
+from nas_rl.latency.device import resolve_backend
 from nas_rl.latency.latency_table import (
     LatencyTable,
     TableTarget,
@@ -60,7 +62,7 @@ class ProfileResult:
 
 def profile_device(
     space: Any,
-    device: DeviceSpec,
+    device: Backend | DeviceSpec,
     resolution: int,
     path: str | Path | None = None,
     directory: str | Path = "luts",
@@ -76,7 +78,7 @@ def profile_device(
     """Measure what the table at ``path`` still lacks for ``space`` on ``device``; create the file if needed.
 
     :param space: a factorized search space (``stage_choices()``).
-    :param device: this computer's device description (measurements run here, through LiteRT).
+    :param device: the device to measure on (a backend; a :class:`DeviceSpec` stands for this computer's CPU).
     :param resolution: deployment input height = width.
     :param path: the table file; ``None``: ``directory`` / the default name of these settings.
     :param networks: whole-network samples the table should hold (draws 0 .. networks - 1 of ``network_seed``).
@@ -89,7 +91,9 @@ def profile_device(
         the whole networks are what the overhead and the predictors are fitted to, so a slow moment during one
         of them would bias every prediction.
     :param refine_min_ms: the latency from which an entry is measured ``passes`` times.
-    :raises ConfigError: an existing file at ``path`` was built for other settings (named in the message).
+    :raises ConfigError: an existing file at ``path`` was built for other settings, or on another device (named in
+        the message).
+    :raises DeviceLost: the device stopped answering; the table keeps every row written so far.
     """
     start = time.perf_counter()
     for key, value, lowest in (("networks", networks, 0), ("passes", passes, 1)):
@@ -97,10 +101,11 @@ def profile_device(
             raise ConfigError(f"{key}={value!r} is not accepted: use an integer >= {lowest}")
     layer_timing = {**LAYER_TIMING, **(layer_timing or {})}
     network_timing = {**NETWORK_TIMING, **(network_timing or {})}
-    target = table_target(space, resolution, device.name, device.threads, device.precision)
+    backend = resolve_backend(device)
+    target = table_target(space, resolution, backend.name, backend.threads, backend.precision)
     path = table_path(path, directory, target)
     header = {
-        "device": device.as_dict(),
+        "device": backend.describe().as_dict(),
         "input_shape": list(target.input_shape),
         "space": target.space,
         "layer_timing": layer_timing,
@@ -111,13 +116,13 @@ def profile_device(
     table = _open_for_profiling(path, header, target)
     entries = space_entries(space, resolution)
     todo = [entry for entry in entries if entry.key not in table.entries]
-    layer_model = LiteRTLatency(device=device, conversion=conversion, **layer_timing)
+    layer_model = LiteRTLatency(device=backend, conversion=conversion, **layer_timing)
     measured = _measure_entries(table, todo, layer_model, "entries", progress)
     for number in range(2, passes + 1):
         again = [e for e in entries if table.measurements.get(e.key, 0) < number and _costs(table, e, refine_min_ms)]
         measured += _measure_entries(table, again, layer_model, f"pass {number}", progress)
     drawn = space.sample_archs(network_seed, networks)
-    network_model = LiteRTLatency(device=device, resolution=resolution, in_channels=target.input_shape[3],
+    network_model = LiteRTLatency(device=backend, resolution=resolution, in_channels=target.input_shape[3],
                                   conversion=conversion, **network_timing)  # fmt: skip
     networks_measured = 0
     for number in range(1, passes + 1):
@@ -151,26 +156,31 @@ def _open_for_profiling(path: Path, header: dict[str, Any], target: TableTarget)
     table = LatencyTable.read(path, repair=True)
     check_target(table, target)
     for key in ("device", "layer_timing", "network_timing", "conversion", "network_seed"):
-        if table.header.get(key) != header[key]:
+        have, want = table.header.get(key), header[key]
+        if have != want:
+            shown = (describe(have), describe(want)) if key == "device" and isinstance(have, dict) else (have, want)
             raise ConfigError(
-                f"latency table {path} was profiled with {key}={table.header.get(key)!r}; this run has "
-                f"{key}={header[key]!r}. Accepted: the same settings to resume it, or another table path "
-                "(profile.table=...) for a new table"
+                f"latency table {path} was profiled with {key}={shown[0]!r}; this run has {key}={shown[1]!r}. "
+                "Accepted: the same settings to resume it, or another table path (profile.table=...) for a new table"
             )
     return table
 
 
 def measure_network(index: int, arch: Any, model: LiteRTLatency) -> dict[str, Any]:
-    """The table row of the ``index``-th drawn architecture, measured whole."""
+    """The table row of the ``index``-th drawn architecture, measured whole.
+
+    :raises DeviceLost: the device stopped answering (nothing is written).
+    """
     start = time.perf_counter()
     row: dict[str, Any] = {"row": "network", "index": index, "arch": arch.to_string()}
     try:
         row.update(model.measure(arch).as_dict())
+    except DeviceLost:
+        raise
     except EvaluationFailed as failure:
         row["error"] = str(failure)
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
-
 
 
 def run_profile(cfg: Any) -> ProfileResult:
@@ -178,13 +188,27 @@ def run_profile(cfg: Any) -> ProfileResult:
     from nas_rl.config import build
 
     space = build(cfg.search_space, "search_space")
-    device = build(cfg.device, "device")
-    settings = cfg.profile
+    device = resolve_backend(build(cfg.device, "device"))
+    print(f"profiling {device.describe().describe()} for {type(space).__name__} at {cfg.resolution}x{cfg.resolution}")
+    try:
+        result = _profile(cfg, space, device)
+    except DeviceLost as lost:
+        raise ConfigError(
+            f"{lost}. The table keeps every measurement written so far: run the same command again to resume"
+        ) from None
+    table = result.table
+    failed = sum("error" in row for row in table.entries.values())
     print(
-        f"profiling {device.name} ({device.cpu_model}, {device.threads} thread(s), {device.precision}, "
-        f"{device.runtime}, {device.converter}) for {type(space).__name__} at {cfg.resolution}x{cfg.resolution}"
+        f"table {table.path}: {len(table.entries)}/{result.entries_total} entries ({failed} failed), "
+        f"{len(table.network_samples())} whole-network samples; this run measured {result.entries_measured} "
+        f"entries and {result.networks_measured} networks in {result.seconds:.0f} s"
     )
-    result = profile_device(
+    return result
+
+
+def _profile(cfg: Any, space: Any, device: Backend) -> ProfileResult:
+    settings = cfg.profile
+    return profile_device(
         space,
         device,
         int(cfg.resolution),
@@ -199,11 +223,3 @@ def run_profile(cfg: Any) -> ProfileResult:
         passes=int(settings.passes),
         refine_min_ms=float(settings.refine_min_ms),
     )
-    table = result.table
-    failed = sum("error" in row for row in table.entries.values())
-    print(
-        f"table {table.path}: {len(table.entries)}/{result.entries_total} entries ({failed} failed), "
-        f"{len(table.network_samples())} whole-network samples; this run measured {result.entries_measured} "
-        f"entries and {result.networks_measured} networks in {result.seconds:.0f} s"
-    )
-    return result
