@@ -16,11 +16,10 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +27,9 @@ from nas_rl._util import atomic_write, is_int
 from nas_rl.errors import ConfigError
 from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.runs.run_folder import holder, in_use, locate_store, read_identity, started_in, writing
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PARETO_FIELDS = ("arch", "accuracy", "latency_ms", "reward")
 COMPARISON_FIELDS = (
@@ -160,6 +162,8 @@ def write_run_plots(episodes: list[dict[str, Any]], run_dir: Path, target_ms: fl
 def _pareto_figure(
     episodes: Sequence[dict[str, Any]], front: list[dict[str, Any]], target_ms: float | None, title: str
 ) -> Figure:
+    from matplotlib.figure import Figure  # loaded only to draw
+
     figure = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = figure.subplots()
     ok = [row for row in episodes if row["status"] == "ok" and row.get("latency_ms") is not None]
@@ -184,6 +188,8 @@ def _pareto_figure(
 
 
 def _progress_figure(episodes: Sequence[dict[str, Any]], title: str) -> Figure:
+    from matplotlib.figure import Figure  # loaded only to draw
+
     figure = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = figure.subplots()
     index = np.arange(1, len(episodes) + 1)
@@ -394,6 +400,8 @@ def write_comparison(runs: Sequence[RunRecord], out_dir: Path, console: Console 
     rows = comparison_rows(runs)
     (console or Console()).print(comparison_table(rows))
     _write_csv(out_dir / "comparison.csv", COMPARISON_FIELDS, rows)
+    from matplotlib.figure import Figure  # loaded only to draw
+
     figure = Figure(figsize=(7.2, 4.8), layout="constrained")
     ax = figure.subplots()
     for row, run in zip(rows, runs):
