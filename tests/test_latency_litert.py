@@ -172,9 +172,24 @@ def test_conversion_failure_is_an_evaluation_failure_with_a_one_line_reason(
 
     monkeypatch.setattr(tf.lite, "TFLiteConverter", _RefusingConverterDouble)
     with pytest.raises(EvaluationFailed) as raised:
-        LiteRTLatency(resolution=RESOLUTION, **QUICK).measure(tiny_arch())
+        LiteRTLatency(resolution=RESOLUTION, conversion="saved_model", **QUICK).measure(tiny_arch())
     reason = str(raised.value)
     assert reason == "TFLite conversion failed: RuntimeError: test double: op not supported"
+
+
+def test_direct_emission_failure_is_an_evaluation_failure_with_a_one_line_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default path (conversion=direct) fails the candidate the same way when the emitter cannot build it."""
+    import nas_rl.models.tflite_builder as builder
+
+    def refuse(*args: object, **kwargs: object) -> bytes:
+        raise ValueError("test double: block type not emitted\nsecond line")
+
+    monkeypatch.setattr(builder, "tflite_from_arch", refuse)
+    with pytest.raises(EvaluationFailed) as raised:
+        LiteRTLatency(resolution=RESOLUTION, **QUICK).measure(tiny_arch())
+    assert str(raised.value) == "TFLite emission failed: ValueError: test double: block type not emitted"
 
 
 def test_benchmark_of_invalid_flatbuffer_raises() -> None:
