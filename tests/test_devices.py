@@ -2,13 +2,14 @@
 
 The phone is ``AdbDouble`` (tests/helpers/doubles.py): only adb's transport is pretend; its ``benchmark_model`` runs
 the pushed flatbuffer in the real LiteRT interpreter and prints benchmark_model's format, which the backend parses.
-benchmark_model's output formats are tests/data/benchmark_model/ (see its README). A real phone is tested in
-tests/test_devices_phone.py when NAS_RL_ADB_SERIAL names one.
+Real outputs of four versions of benchmark_model are in tests/data/benchmark_model/ (see its README). A real phone
+is tested in tests/test_devices_phone.py when NAS_RL_ADB_SERIAL names one.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 
 from nas_rl.devices.adb import AdbPhone
 from nas_rl.devices.base import DeviceLost, DeviceSpec, LatencyStats, Timing
-from nas_rl.devices.benchmark_model_output import UnreadableOutput, parse
+from nas_rl.devices.benchmark_model_output import PhaseStats, UnreadableOutput, parse
 from nas_rl.devices.host_cpu import HostCPU, host_cpu
 from nas_rl.errors import ConfigError, EvaluationFailed
 from nas_rl.latency.litert import LiteRTLatency
@@ -28,8 +29,7 @@ from tests.helpers.luts import RESOLUTION, small_space, write_synthetic_table
 from tests.helpers.tiny import tiny_space
 
 SAMPLES = Path(__file__).parent / "data" / "benchmark_model"
-LITERT_SAMPLE = (SAMPLES / "litert-stats-with-median.txt").read_text()
-TF1_SAMPLE = (SAMPLES / "tf1-stats-no-median.txt").read_text()
+LITERT_SAMPLE = (SAMPLES / "tflite-2.20-ti-am62x.txt").read_text()  # the newest real output: what the doubles print
 BINARY = "/data/local/tmp/benchmark_model"
 QUICK = {"warmup_min_runs": 1, "warmup_min_seconds": 0.0, "min_runs": 5, "min_seconds": 0.01}
 
@@ -41,22 +41,45 @@ def phone(double: AdbDouble | None = None, **settings) -> AdbPhone:
 # --- benchmark_model's output --------------------------------------------------------------------------------
 
 
-def test_the_litert_format_is_read_with_its_median() -> None:
-    run = parse(LITERT_SAMPLE)
-    assert (run.warmup.count, run.warmup.avg_us, run.warmup.median_us) == (212, 235.722, 229)
-    assert (run.timed.count, run.timed.first_us, run.timed.p5_us, run.timed.p95_us) == (871, 231, 220, 247)
-    assert run.init_ms == 3.482
-    assert run.latency_stats() == LatencyStats(median_ms=0.226, mean_ms=0.229412, std_ms=0.014, min_ms=0.218,
-                                               max_ms=0.412, runs=871)  # fmt: skip
+@pytest.mark.parametrize(
+    ("sample", "warmup", "timed", "init_ms"),
+    [  # count, first, curr, min, max, avg, std, then median, p5, p95 where printed (all same: median=curr)
+        ("tflite-1.12-ti-am57x.txt", PhaseStats(1, 146161, 146161, 146161, 146161, 146161, 0, 146161),
+         PhaseStats(50, 137789, 137254, 137079, 143416, 137722, 896), 4.452),
+        ("tflite-2019-11-zedboard.txt", PhaseStats(2, 393500, 396574, 393500, 396574, 395037, 1537),
+         PhaseStats(50, 390368, 390936, 389982, 417669, 394183, 4373), 18.764),  # not the profiler's Timings line
+        ("tflite-2.18-ti-am62x.txt", PhaseStats(1, 1041765, 1041765, 1041765, 1041765, 1041765, 0, 1041765),
+         PhaseStats(50, 977738, 964908, 911877, 1112273, 971535, 39112), 6.418),
+        ("tflite-2.20-ti-am62x.txt", PhaseStats(1, 1357602, 1357602, 1357602, 1357602, 1357602, 0, 1357602, 1357602,
+                                                1357602),
+         PhaseStats(50, 1249964, 1240143, 1238588, 1252566, 1.24027e6, 2565, 1239807, 1238753, 1247415), 5.579),
+    ],
+)  # fmt: skip
+def test_real_outputs_of_four_versions_are_read_exactly(sample: str, warmup: PhaseStats, timed: PhaseStats,
+                                                        init_ms: float) -> None:  # fmt: skip
+    run = parse((SAMPLES / sample).read_text(), BINARY)
+    assert (run.warmup, run.timed, run.init_ms) == (warmup, timed, init_ms)
 
 
-def test_the_tf1_format_is_read_with_its_mean_in_place_of_the_median() -> None:
-    run = parse(TF1_SAMPLE)
-    assert (run.warmup.count, run.warmup.avg_us, run.warmup.std_us) == (1, 612493, 0)  # "count=1 curr=612493"
-    assert run.timed.median_us is None and run.init_ms == 2.307
-    stats = run.latency_stats()
-    assert stats.median_ms == stats.mean_ms == 603.985 and (stats.min_ms, stats.max_ms, stats.runs) == (601.845, 606.281, 5)
-    assert stats.std_ms == 1.502
+@pytest.mark.parametrize("sample", sorted(path.name for path in SAMPLES.glob("tflite-*.txt")))
+def test_what_is_read_agrees_with_the_binarys_own_closing_summary(sample: str) -> None:
+    """Each output ends with its averages (``Warmup: ..., Init: ..., no stats: ...`` up to 2019, ``Init: ...,
+    First inference: ..., Warmup (avg): ..., Inference (avg): ...`` since), six significant digits like ``avg=``."""
+    output = (SAMPLES / sample).read_text()
+    closing = output.split("timings in us:")[1]
+    summary = dict(re.findall(r"(Warmup|Init|no stats|Inference)(?: \(avg\))?: ([-+.\de]+)", closing))
+    run = parse(output, BINARY)
+    assert run.init_ms == float(summary["Init"]) / 1e3
+    assert run.warmup.avg_us == pytest.approx(float(summary["Warmup"]), rel=1e-5)
+    assert run.timed.avg_us == float(summary.get("Inference", summary.get("no stats")))
+
+
+def test_a_real_timed_phase_gives_the_latency_of_its_median_or_else_its_mean() -> None:
+    with_median = parse(LITERT_SAMPLE).latency_stats()
+    assert with_median == LatencyStats(median_ms=1239.807, mean_ms=1240.27, std_ms=2.565, min_ms=1238.588,
+                                       max_ms=1252.566, runs=50)  # fmt: skip
+    without = parse((SAMPLES / "tflite-2.18-ti-am62x.txt").read_text()).latency_stats()
+    assert without.median_ms == without.mean_ms == 971.535 and (without.std_ms, without.runs) == (39.112, 50)
 
 
 def test_scientific_means_identical_runs_and_logcat_prefixes_are_read() -> None:
@@ -79,9 +102,10 @@ def test_scientific_means_identical_runs_and_logcat_prefixes_are_read() -> None:
     ("output", "why"),
     [
         ("/system/bin/sh: /data/local/tmp/benchmark_model: can't execute: Exec format error\n", "found 0 phases"),
-        ("\n".join(LITERT_SAMPLE.splitlines()[:16]) + "\n", "found 1 phase"),  # unplugged during the warm-up
+        ("\n".join(LITERT_SAMPLE.splitlines()[:12]) + "\n", "found 1 phase"),  # unplugged after the warm-up
+        ("\n".join(LITERT_SAMPLE.splitlines()[:13]) + "\n", "no count=... line after 'Running benchmark for'"),
         ("", "found 0 phases"),
-        (LITERT_SAMPLE.replace("count=871", "count=0"), "count=0"),
+        (LITERT_SAMPLE.replace("count=50", "count=0"), "count=0"),
     ],
 )
 def test_output_that_cannot_be_read_names_the_binary_and_shows_its_first_lines(output: str, why: str) -> None:
@@ -147,7 +171,7 @@ def test_bad_adb_settings_are_refused_when_built(setting: str, value) -> None:
 
 
 def test_benchmark_runs_the_binary_with_the_timing_flags_reads_its_output_and_cools_down() -> None:
-    """The binary's output here is the LiteRT sample (no model runs), so this is the parse path, fast."""
+    """The binary's output here is the real TensorFlow Lite 2.20 sample (no model runs): the parse path, fast."""
     double = AdbDouble(binary_output=LITERT_SAMPLE)
     device = phone(double, taskset="f0", cooldown_s=0.3, threads=2)
     timing = Timing(warmup_min_runs=1, warmup_min_seconds=0.05, min_runs=20, min_seconds=0.2, rounds=2)
@@ -155,7 +179,7 @@ def test_benchmark_runs_the_binary_with_the_timing_flags_reads_its_output_and_co
     start = time.monotonic()
     second = device.benchmark(b"flatbuffer", timing)
     assert time.monotonic() - start >= 0.3  # cooldown_s between the end of one measurement and the next
-    assert first == second == LatencyStats(0.226, 0.229412, 0.014, 0.218, 0.412, 871, temperature_c=41.5)
+    assert first == second == LatencyStats(1239.807, 1240.27, 2.565, 1238.588, 1252.566, 50, temperature_c=41.5)
     runs = [c for c in double.commands if "--graph=" in c]
     assert len(runs) == 4  # two rounds per measurement
     remote = double.pushed[0]
@@ -178,7 +202,7 @@ def test_the_binary_failing_on_a_model_fails_that_measurement_in_one_line() -> N
 def test_a_phone_unplugged_mid_measurement_is_device_lost_and_is_reached_again_when_back() -> None:
     double = AdbDouble(binary_output=LITERT_SAMPLE, unplug_after_runs=1)
     device = phone(double)
-    assert device.benchmark(b"one", Timing()).runs == 871
+    assert device.benchmark(b"one", Timing()).runs == 50
     with pytest.raises(DeviceLost) as raised:
         device.benchmark(b"two", Timing())
     assert "adb device double-1 stopped answering while running benchmark_model" in str(raised.value)
@@ -186,7 +210,7 @@ def test_a_phone_unplugged_mid_measurement_is_device_lost_and_is_reached_again_w
         device.benchmark(b"three", Timing())
     double.plug()
     double.unplug_after_runs = None
-    assert device.benchmark(b"four", Timing()).runs == 871
+    assert device.benchmark(b"four", Timing()).runs == 50
 
 
 def test_the_adb_device_pickles_without_its_connection() -> None:
@@ -196,7 +220,7 @@ def test_the_adb_device_pickles_without_its_connection() -> None:
     device.describe()
     copy = pickle.loads(pickle.dumps(device))
     assert copy._device is None and copy.describe() == device.describe()
-    assert copy.benchmark(b"model", Timing()).runs == 871
+    assert copy.benchmark(b"model", Timing()).runs == 50
 
 
 @pytest.mark.slow  # real TFLite conversion and LiteRT runs (through the double)
@@ -345,7 +369,7 @@ def test_runs_shorter_than_the_binarys_microsecond_clock_still_have_a_positive_l
 def test_another_phone_plugged_in_after_one_is_lost_is_not_measured_in_its_place() -> None:
     double = AdbDouble(binary_output=LITERT_SAMPLE)
     device = phone(double)  # serial=None: the only phone attached, at first use
-    assert device.benchmark(b"model", Timing()).runs == 871
+    assert device.benchmark(b"model", Timing()).runs == 50
     double.unplug()
     with pytest.raises(DeviceLost, match="double-1 stopped answering while pushing the model"):
         device.benchmark(b"model", Timing())

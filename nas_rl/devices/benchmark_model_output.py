@@ -1,19 +1,21 @@
 """Reading what LiteRT's (TensorFlow Lite's) ``benchmark_model`` prints.
 
 The binary runs a warm-up phase and then the timed runs; before each it prints a ``Running benchmark for at
-least N iterations and at least S seconds`` line, after each one statistics line in microseconds, written by
-``Stat::OutputToStream`` (``tensorflow/core/util/stats_calculator.h``, now ``xla/tsl/util/stats_calculator.h``)::
+least N iterations and at least S seconds`` line (``Running benchmark for N iterations`` in TensorFlow Lite 1.12),
+after each one statistics line in microseconds, written by ``Stat::OutputToStream``
+(``tensorflow/core/util/stats_calculator.h``, now ``xla/tsl/util/stats_calculator.h``)::
 
-    count=50 first=33228 curr=33130 min=32687 max=33239 avg=33071.8 std=129
-    count=50 first=106022 curr=105780 min=105416 max=106528 avg=105784 std=260 p5=105485 median=105718 p95=106281
-    count=1 curr=751932
+    count=50 first=390368 curr=390936 min=389982 max=417669 avg=394183 std=4373
+    count=50 first=900416 curr=898333 min=898007 max=906121 avg=899641 std=1549 p5=898333 median=899281 p95=904305
+    count=1 curr=1357602 p5=1357602 median=1357602 p95=1357602
     count=20 curr=1500(all same) p5=1500 median=1500 p95=1500
 
-Older binaries print the first form; newer ones (``StatWithPercentiles``) add ``p5``, ``median`` and ``p95``. When
+Binaries up to 2.18 print the first form; 2.20 (``StatWithPercentiles``) adds ``p5``, ``median`` and ``p95``. When
 all runs took the same time only ``count`` and ``curr`` are printed. The mean is printed with six significant
-digits (``avg=1.29563e+06`` for long runs), the standard deviation (of the population) as an integer. Lines may
-carry a log prefix (``INFO: ``, or logcat's ``I tflite  : ``). Examples of both versions' whole output are in
-``tests/data/benchmark_model/``.
+digits (``avg=1.24027e+06`` for long runs), the standard deviation (of the population) as an integer. Lines may
+carry a log prefix (``INFO: ``, or logcat's ``I tflite  : ``) or be indented; the op profiler's ``Timings
+(microseconds): count=...`` lines come after both phases and are not read. Real outputs of four versions, 1.12 to
+2.20, are in ``tests/data/benchmark_model/``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from dataclasses import dataclass
 from nas_rl.devices.base import LatencyStats
 from nas_rl.errors import EvaluationFailed
 
-#: The line before each phase's statistics.
-PHASE_HEADER = "Running benchmark for at least"
+#: The start of the line before each phase's statistics, as shown in messages.
+PHASE_HEADER = "Running benchmark for"
+#: That line: ``for at least N iterations ...``, or ``for N iterations`` from TensorFlow Lite 1.12.
+_PHASE = re.compile(r"Running benchmark for (?:at least )?\d+ iterations")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _FIELD = re.compile(rf"\b(count|first|curr|min|max|avg|std|p5|median|p95)=({_NUMBER})")
 _INIT = re.compile(rf"Initialized session in ({_NUMBER})\s*ms")
@@ -90,15 +94,17 @@ def parse(output: str, binary: str = "benchmark_model") -> BenchmarkModelOutput:
     lines = output.splitlines()
     phases: list[PhaseStats] = []
     for index, line in enumerate(lines):
-        if PHASE_HEADER not in line:
+        if not _PHASE.search(line):
             continue
-        stats_line = next((later for later in lines[index + 1 :] if "count=" in later or PHASE_HEADER in later), "")
+        stats_line = next((later for later in lines[index + 1 :] if "count=" in later or _PHASE.search(later)), "")
         if "count=" not in stats_line:
             raise unreadable(binary, output, f"no count=... line after {PHASE_HEADER!r} (phase {len(phases) + 1})")
         phases.append(_phase(stats_line, binary, output))
     if len(phases) < 2:
         found = f"{len(phases)} phase" + ("" if len(phases) == 1 else "s")
-        raise unreadable(binary, output, f"expected a warm-up and a timed phase ({PHASE_HEADER!r} lines), found {found}")
+        raise unreadable(
+            binary, output, f"expected a warm-up and a timed phase ({PHASE_HEADER!r} lines), found {found}"
+        )
     if phases[-1].count < 1:
         raise unreadable(binary, output, "the timed phase has count=0 (no run was timed)")
     init = _INIT.search(output)
