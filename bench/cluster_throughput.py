@@ -7,8 +7,8 @@ measured through LiteRT, 1 thread; trailing arguments are Hydra overrides of the
 test suite's tiny space and a sliver of an epoch). ``--archs`` distinct architectures of the space (seeded) are
 evaluated on ``cluster=dask`` LocalClusters of 1 and then 2 worker processes of one thread each, all submitted at
 once as a controller's batch; each cluster is started and warmed up first (each worker evaluates one architecture
-not timed: imports, the roles unpickled, the data resized), and those times are shown apart. The goal on an idle
-2-core machine is 1.8x the 1-worker rate with 2 workers.
+not timed: imports, the roles built from their configs, the data resized), and those times are shown apart. The
+goal on an idle 2-core machine is 1.8x the 1-worker rate with 2 workers.
 
 Overhead: one architecture evaluated ``--repeats`` times in this process (LocalExecutor, as ``cluster=local``) and
 as single tasks on the warm 1-worker cluster; the task's wall time (submit to result in the driver) minus the
@@ -73,6 +73,8 @@ def main() -> None:
     for workers in (1, 2):
         start = time.perf_counter()
         with DaskExecutor(workers=workers, threads_per_worker=1) as executor:
+            for key, role in zip(("accuracy", "latency"), roles):  # the workers build each role from its config
+                executor.describe_role(role, cfg[key], key)
             executor.client.wait_for_workers(workers)
             started = time.perf_counter() - start
             warm_up, _ = timed_batch(executor, [warm_a, warm_b][:workers], roles)

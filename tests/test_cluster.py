@@ -1,10 +1,11 @@
 """Batched and asynchronous proposals on a concurrent executor (a double standing in for the cluster), the
-cluster's settings refused in one line, and a search stopped inside a SubprocVecEnv worker reported in one line.
-The real Dask cluster is in tests/test_cluster_dask.py."""
+cluster's settings refused in one line, role configs checked before anything is sent to a worker, and a search
+stopped inside a SubprocVecEnv worker reported in one line. The real Dask cluster is in tests/test_cluster_dask.py."""
 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from nas_rl.controllers.random_search import RandomSearch
 from nas_rl.controllers.sb3 import BatchingDummyVecEnv, SB3Controller, _dummy_slots, _same
 from nas_rl.envs.nas_env import NasEnv
 from nas_rl.errors import ConfigError, DataError
+from nas_rl.evaluation import tasks
 from nas_rl.evaluation.cluster import DaskExecutor
 from nas_rl.evaluation.evaluator import Evaluator, RepeatedFailures
 from nas_rl.evaluation.executor import LocalExecutor
@@ -115,6 +117,7 @@ def test_the_cluster_options_build_without_connecting() -> None:
     assert isinstance(build(compose_local().cluster, "cluster"), LocalExecutor)
     executor = build(cluster_config().cluster, "cluster")
     assert isinstance(executor, DaskExecutor) and (executor.address, executor.workers, executor.retries) == (None, 2, 2)
+    assert executor.allow_targets == ("nas_rl.",)
     assert executor._client is None  # connects on first use
 
 
@@ -166,6 +169,59 @@ def test_the_tabular_fast_path_refuses_a_cluster() -> None:
 
     with pytest.raises(ConfigError, match=r"^cluster=dask is not accepted with evaluator._target_=.*TabularEvaluator"):
         build_env(load_spec("Tabular-v0"), EvaluationStore(":memory:"), "run", executor=DaskExecutor(workers=1))
+
+
+# ------------------------------------------------------------------------------------------ role configs
+
+
+@pytest.mark.parametrize("config, where", [
+    ({"_target_": "os.system", "_args_": ["true"]}, "_target_='os.system'"),
+    ({"_target_": "builtins.eval", "_args_": ["1"]}, "_target_='builtins.eval'"),
+    ({"_target_": "nas_rl.accuracy.proxy.ProxyTraining", "dataset": {"_target_": "builtins.eval"}},
+     "dataset._target_='builtins.eval'"),
+    ({"_target_": "nas_rl.latency.litert.LiteRTLatency", "device": [{"_target_": "subprocess.run"}]},
+     "device[0]._target_='subprocess.run'"),
+    ({"_target_": "nas_rl._util.os.system"}, "_target_='nas_rl._util.os.system'"),  # nas_rl's name, os's function
+    ({"_target_": "nas_rl_lookalike.Estimator"}, "_target_='nas_rl_lookalike.Estimator'"),
+], ids=["os.system", "eval", "nested", "in-a-list", "re-exported", "lookalike"])  # fmt: skip
+def test_a_role_config_naming_code_outside_nas_rl_is_refused_in_one_line(config: dict, where: str) -> None:
+    """By load_role (what a worker runs, with its default accepted packages) and, before anything is sent, by the
+    executor: one line naming the target and what is accepted; nothing is built."""
+    with pytest.raises(tasks.TargetRefused) as on_worker:
+        tasks.load_role(config)
+    message = str(on_worker.value)
+    assert message.startswith(f"{where} is not accepted on a Dask worker: use a class or function under nas_rl.*")
+    assert "\n" not in message and "nas-rl.allow-targets" in message
+    with pytest.raises(tasks.TargetRefused) as on_driver:
+        DaskExecutor(workers=1).describe_role(HashAccuracyDouble(), config, "accuracy")
+    message = str(on_driver.value)
+    assert message.startswith(f"accuracy.{where} is not accepted") and "(cluster.allow_targets)" in message
+
+
+def test_a_role_is_built_on_a_worker_from_its_config_alone() -> None:
+    """What load_role builds from a role's resolved config section is the role the driver built from it."""
+    with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["cluster=dask", "search_space=tabular", "accuracy=tabular", "latency=flops",
+                                           "latency.ms_per_mac=1e-6"])  # fmt: skip
+    executor = build(cfg.cluster, "cluster")
+    for key in ("accuracy", "latency"):
+        role = build(cfg[key], key)
+        executor.describe_role(role, cfg[key], key)
+        config = executor._config(role, key)
+        assert json.loads(json.dumps(config)) == config and isinstance(config["space"], dict)  # resolved: data
+        assert tasks.load_role(config).fingerprint() == role.fingerprint()
+
+
+def test_a_role_without_a_config_is_refused_before_connecting() -> None:
+    executor = DaskExecutor(workers=1)
+    arch = tiny_space().decode([0] * tiny_space().num_decisions)
+    with pytest.raises(ConfigError, match=r"^cluster=dask: the accuracy estimator HashAccuracyDouble was not built "):
+        executor.submit(arch, "fingerprint", HashAccuracyDouble(), ChannelLatencyDouble())
+    assert executor._client is None
+    with pytest.raises(ConfigError, match=r"^accuracy: a Dask worker builds roles from plain data"):
+        executor.describe_role(HashAccuracyDouble(), {"_target_": "nas_rl.x", "seconds": object()}, "accuracy")
+    with pytest.raises(ConfigError, match=r"^cluster.allow_targets='nas_rl.' is not accepted"):
+        DaskExecutor(allow_targets="nas_rl.")
 
 
 # ------------------------------------------------------------------------------------------ stops

@@ -1,9 +1,12 @@
 """Evaluations on a real Dask cluster on localhost (worker processes): a search spends its budget on two workers
 and stores what its controller saw; an architecture in flight is evaluated once; a worker killed mid-evaluation
 costs no completed evaluation; latency tasks go only to the worker holding the device; TLS connects; a lost
-scheduler stops the search in one line, and its resume neither loses nor repeats an evaluation.
+scheduler stops the search in one line, and its resume neither loses nor repeats an evaluation. What the driver
+submits is data only, and a worker refuses a role config naming code outside the packages it accepts.
 
-Small on purpose (two workers of one thread, doubles for accuracy and latency): each cluster costs seconds."""
+Small on purpose (two workers of one thread, doubles for accuracy and latency): each cluster costs seconds. The
+doubles are built on the workers from their configs, as every role is, so the workers here accept
+tests.helpers.doubles besides nas_rl (``cluster.allow_targets``, and the Dask config of the workers started here)."""
 
 from __future__ import annotations
 
@@ -25,35 +28,54 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import open_dict
 
+from nas_rl.config import build
 from nas_rl.controllers.evolution import RegularizedEvolution
 from nas_rl.controllers.random_search import RandomSearch
 from nas_rl.envs.nas_env import NasEnv
 from nas_rl.errors import ConfigError
+from nas_rl.evaluation import tasks
 from nas_rl.evaluation.cluster import ClusterLost, DaskExecutor
 from nas_rl.evaluation.evaluator import Evaluator
 from nas_rl.evaluation.reward import MnasReward
 from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.runs.search import run_search
-from tests.helpers.doubles import ChannelLatencyDouble, PidLatencyDouble, TracedAccuracyDouble
 from tests.helpers.tiny import TINY_OVERRIDES, tiny_space
 
 distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[1]
-#: Worker processes started here find the test doubles (tests.helpers) as the driver does.
-WORKER_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+DOUBLES = "tests.helpers.doubles"
+#: The packages the workers here build roles from: nas-rl's, and the test doubles'.
+ALLOW = ["nas_rl.", f"{DOUBLES}."]
+#: Worker processes started here find the test doubles (tests.helpers) as the driver does, and accept them.
+WORKER_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+              "DASK_NAS_RL__ALLOW_TARGETS": json.dumps(ALLOW)}  # fmt: skip
+#: The same Dask config for the workers of a LocalCluster started here.
+WORKER_CONFIG = {tasks.TARGETS_CONFIG: ALLOW}
 
 
 @pytest.fixture(scope="module")
 def executor() -> Iterator[DaskExecutor]:
     """cluster=dask with cluster.workers=2: a LocalCluster of two one-thread worker processes."""
-    with DaskExecutor(workers=2, threads_per_worker=1) as executor:
+    with DaskExecutor(workers=2, threads_per_worker=1, allow_targets=ALLOW) as executor:
         yield executor
 
 
+def traced_accuracy(trace: Path, seconds: float = 0.0) -> dict:
+    return {"_target_": f"{DOUBLES}.TracedAccuracyDouble", "seconds": seconds, "trace": str(trace)}
+
+
+CHANNEL_LATENCY = {"_target_": f"{DOUBLES}.ChannelLatencyDouble"}
+
+
 def evaluator(store: Path, executor: DaskExecutor, trace: Path, seconds: float = 0.0, latency=None) -> Evaluator:
-    return Evaluator(TracedAccuracyDouble(seconds, str(trace)), latency or ChannelLatencyDouble(), MnasReward(1.0),
-                     EvaluationStore(store), "run", executor=executor)  # fmt: skip
+    """An evaluator whose roles are built from their configs, here and (by the executor) on the workers."""
+    roles = {}
+    for key, config in (("accuracy", traced_accuracy(trace, seconds)), ("latency", latency or CHANNEL_LATENCY)):
+        roles[key] = build(config, key)
+        executor.describe_role(roles[key], config, key)
+    return Evaluator(roles["accuracy"], roles["latency"], MnasReward(1.0), EvaluationStore(store), "run",
+                     executor=executor)  # fmt: skip
 
 
 def traced(trace: Path) -> list[tuple[int, str]]:
@@ -147,10 +169,108 @@ def test_an_architecture_in_flight_is_evaluated_once(executor: DaskExecutor, tmp
     assert len({outcome.evaluation.id for outcome in outcomes[:3]}) == 1
 
 
+def test_the_workers_started_here_keep_glibc_adaptive_malloc(executor: DaskExecutor) -> None:
+    """Dask's nanny would start them with MALLOC_TRIM_THRESHOLD_ set, which made proxy training ~1.4x slower."""
+    seen = executor.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert len(seen) == 2
+    assert set(seen.values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}  # the driver's own, if it has one
+
+
+# ------------------------------------------------------------------------------------------ data only
+
+
+def spy_on_submit(executor: DaskExecutor, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every (function, arguments, keyword arguments) the executor submits from here on, recorded as it goes."""
+    client, calls = executor.client, []
+    submit = client.submit
+
+    def recording(function, *args, **kwargs):
+        calls.append((function, args, kwargs))
+        return submit(function, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording)
+    return calls
+
+
+def plain_data(value) -> bool:
+    """Whether ``value`` is a string, number, boolean or None, or a list or str-keyed dict of those."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, list):
+        return all(plain_data(item) for item in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and plain_data(v) for k, v in value.items())
+
+
+def assert_data_only(calls: list[tuple], expected: dict) -> None:
+    """Each submitted task is one of nas-rl's task functions, called with data and with the futures of earlier
+    tasks (a role built on the cluster, an accuracy part): no object, code or pickled bytes of the driver's."""
+    assert Counter(function for function, _, _ in calls) == expected
+    for function, args, kwargs in calls:
+        assert function.__module__ == "nas_rl.evaluation.tasks"
+        assert set(kwargs) <= {"key", "resources", "retries", "pure"} and plain_data(kwargs)
+        for arg in args:
+            if isinstance(arg, distributed.Future):
+                assert arg.key.startswith(("nas-rl-role-", "nas-rl-accuracy-")), arg.key
+            else:
+                assert plain_data(arg), (function.__name__, type(arg))
+    for _, args, _ in [call for call in calls if call[0] is tasks.load_role]:
+        assert "_target_" in args[0] and json.loads(json.dumps(args[0])) == args[0]
+
+
+def test_the_driver_submits_only_data(executor: DaskExecutor, tmp_path: Path, monkeypatch) -> None:
+    """A block string, the network settings, the fingerprint and each role's config; the workers build the roles."""
+    submitted = spy_on_submit(executor, monkeypatch)
+    latency = {"_target_": f"{DOUBLES}.PidLatencyDouble", "measured": str(tmp_path / "measured.txt")}
+    driver = evaluator(tmp_path / "e.sqlite", executor, tmp_path / "trace.txt", latency=latency)
+    candidates = archs(3, seed=7)
+    driver.start(candidates)
+    driver.finish(candidates)
+    assert all(driver.evaluate(arch).evaluation.status == "ok" for arch in candidates)
+    assert_data_only(submitted, {tasks.load_role: 2, tasks.remote_evaluate: 3})
+    configs = [args[0] for function, args, _ in submitted if function is tasks.load_role]
+    assert sorted(configs, key=str) == sorted([traced_accuracy(tmp_path / "trace.txt"), latency], key=str)
+
+
+@pytest.mark.parametrize("config", [
+    {"_target_": "os.system", "_args_": ["touch {marker}"]},
+    {"_target_": f"{DOUBLES}.TracedAccuracyDouble", "seconds": 0.0,
+     "trace": {"_target_": "builtins.eval", "_args_": ["open('{marker}', 'w').close()"]}},
+    {"_target_": "nas_rl._util.os.system", "_args_": ["touch {marker}"]},  # nas_rl's name for os.system
+], ids=["os.system", "nested-eval", "re-exported"])  # fmt: skip
+def test_a_worker_refuses_a_role_config_naming_code_outside_the_accepted_packages(
+    config: dict, executor: DaskExecutor, tmp_path: Path
+) -> None:
+    """Sent straight to a worker (past the driver's own check): refused there in one line, nothing run."""
+    marker = tmp_path / "ran"
+    config = json.loads(json.dumps(config).replace("{marker}", str(marker)))
+    future = executor.client.submit(tasks.load_role, config, pure=False)
+    with pytest.raises(tasks.TargetRefused) as refused:
+        future.result()
+    message = str(refused.value)
+    assert "\n" not in message and "is not accepted on a Dask worker" in message and not marker.exists()
+    assert "nas_rl.*" in message and f"{DOUBLES}.*" in message and "nas-rl.allow-targets" in message
+    target = "trace._target_='builtins.eval'" if "trace" in config else f"_target_={config['_target_']!r}"
+    assert message.startswith(target)
+
+
+def test_a_role_its_workers_refuse_stops_the_search_in_one_line(executor: DaskExecutor, tmp_path: Path) -> None:
+    """A driver that accepts more packages than its workers' Dask config: the first evaluation says so."""
+    elsewhere = {"_target_": "tests.helpers.tiny.tiny_space"}  # accepted by this driver, not by the workers
+    wider = [*ALLOW, "tests.helpers.tiny."]
+    with DaskExecutor(address=executor.client.scheduler.address, allow_targets=wider) as other:
+        driver = evaluator(tmp_path / "e.sqlite", other, tmp_path / "trace.txt")
+        other.describe_role(driver.latency, elsewhere, "latency")
+        with pytest.raises(tasks.TargetRefused) as refused:
+            driver.evaluate(archs(1, seed=9)[0])
+    message = str(refused.value)
+    assert message.startswith("_target_='tests.helpers.tiny.tiny_space' is not accepted on a Dask worker")
+    assert "\n" not in message and not list(driver.store.evaluations())
+
+
 @pytest.mark.slow  # two worker kills, each restarted by its nanny
 def test_a_worker_killed_mid_evaluation_costs_no_completed_evaluation(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
-    with DaskExecutor(workers=2, retries=1) as cluster:
+    with DaskExecutor(workers=2, retries=1, allow_targets=ALLOW) as cluster:
         driver = evaluator(tmp_path / "e.sqlite", cluster, trace, seconds=3.0)
         done, survivor, doomed = archs(3)
         assert driver.evaluate(done).evaluation.status == "ok"
@@ -193,9 +313,10 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow  # a LocalCluster and a worker process of its own
-def test_latency_tasks_run_only_on_the_worker_holding_the_device(tmp_path: Path) -> None:
+def test_latency_tasks_run_only_on_the_worker_holding_the_device(tmp_path: Path, monkeypatch) -> None:
     trace, measured = tmp_path / "trace.txt", tmp_path / "measured.txt"
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as local:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                  config=WORKER_CONFIG) as local:  # fmt: skip
         board = start_worker(local.scheduler_address, "--resources", "device-test=1")
         try:
             with distributed.Client(local) as client:
@@ -203,9 +324,11 @@ def test_latency_tasks_run_only_on_the_worker_holding_the_device(tmp_path: Path)
                 pids = client.run(os.getpid)
                 tagged = {address for address, info in client.scheduler_info()["workers"].items()
                           if info.get("resources", {}).get("device-test")}  # fmt: skip
-            with DaskExecutor(address=local.scheduler_address, latency_resources={"device-test": 1}) as executor:
-                driver = evaluator(tmp_path / "e.sqlite", executor, trace, seconds=0.3,
-                                   latency=PidLatencyDouble(str(measured)))  # fmt: skip
+            with DaskExecutor(address=local.scheduler_address, latency_resources={"device-test": 1},
+                              allow_targets=ALLOW) as executor:  # fmt: skip
+                latency = {"_target_": f"{DOUBLES}.PidLatencyDouble", "measured": str(measured)}
+                driver = evaluator(tmp_path / "e.sqlite", executor, trace, seconds=0.3, latency=latency)
+                submitted = spy_on_submit(executor, monkeypatch)
                 candidates = archs(4)
                 driver.start(candidates)
                 driver.finish(candidates)
@@ -214,6 +337,7 @@ def test_latency_tasks_run_only_on_the_worker_holding_the_device(tmp_path: Path)
             stop(board)
     assert [outcome.evaluation.status for outcome in outcomes] == ["ok"] * 4
     assert all(outcome.evaluation.latency_ms > 0 for outcome in outcomes)
+    assert_data_only(submitted, {tasks.load_role: 2, tasks.remote_accuracy: 4, tasks.remote_latency: 4})
     (device,) = tagged
     assert [int(pid) for pid in measured.read_text().split()] == [pids[device]] * 4
 
@@ -264,9 +388,10 @@ def test_tls_with_certificates_connects_and_evaluates(tmp_path: Path) -> None:
         tls_worker_key=key, tls_client_cert=cert, tls_client_key=key, require_encryption=True,
     )  # fmt: skip
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", protocol="tls://",
-                                  security=security, dashboard_address=None) as local:  # fmt: skip
+                                  security=security, dashboard_address=None,
+                                  config=WORKER_CONFIG) as local:  # fmt: skip
         assert local.scheduler_address.startswith("tls://")
-        with DaskExecutor(address=local.scheduler_address, security=files) as executor:
+        with DaskExecutor(address=local.scheduler_address, security=files, allow_targets=ALLOW) as executor:
             driver = evaluator(tmp_path / "e.sqlite", executor, tmp_path / "trace.txt")
             (arch,) = archs(1)
             assert driver.evaluate(arch).evaluation.status == "ok"
@@ -282,8 +407,8 @@ def search_config(overrides: list[str], trace: Path):
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with open_dict(cfg):  # the real controller, wiring, store and outputs; doubles for the costly roles
-        cfg.accuracy = {"_target_": "tests.helpers.doubles.TracedAccuracyDouble", "seconds": 1.0, "trace": str(trace)}
-        cfg.latency = {"_target_": "tests.helpers.doubles.ChannelLatencyDouble"}
+        cfg.accuracy = traced_accuracy(trace, seconds=1.0)
+        cfg.latency = CHANNEL_LATENCY
     return cfg
 
 
@@ -301,7 +426,7 @@ def test_a_lost_scheduler_stops_the_search_in_one_line_and_resume_loses_and_repe
         worker = start_worker(address)
         overrides = [*TINY_OVERRIDES, "controller=random", "controller.n_envs=2", "search.budget=6",
                      "search.export=false", "search.progress=false", f"search.store={store_path}", "cluster=dask",
-                     f"cluster.address={address}"]  # fmt: skip
+                     f"cluster.address={address}", f"cluster.allow_targets={ALLOW}"]  # fmt: skip
 
         def lose_the_scheduler() -> None:  # once two evaluations are stored, mid-way through the next ones
             wait_for(lambda: store_path.exists() and len(list(EvaluationStore(store_path).evaluations())) >= 2, 300)

@@ -49,6 +49,9 @@ def build_env(
     }
     if executor is not None and executor.concurrent:
         parts["executor"] = executor
+        for key in ("accuracy", "latency"):
+            if key not in roles:  # built here from its section: a cluster's workers build it from the same config
+                executor.describe_role(parts[key], cfg[key], key)
     if cfg.get("evaluator"):
         # A partial, called with the roles: instantiate() would turn the (dataclass) reward into a config.
         with open_dict(cfg.evaluator):  # a composed (struct) config has no _partial_ key to set

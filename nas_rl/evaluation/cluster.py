@@ -2,9 +2,12 @@
 
 The driver (the :class:`~nas_rl.evaluation.evaluator.Evaluator`) submits a batch's misses together and stores each
 evaluation as it comes back (``distributed.as_completed``); workers run only the functions of
-:mod:`nas_rl.evaluation.tasks` on data (a block string, the network settings, the fingerprint) and the driver's
-pickled roles, which each worker unpickles once (a task of its own that Dask keeps in memory, and recomputes if
-the worker holding it dies). Workers never open the store.
+:mod:`nas_rl.evaluation.tasks`, and every argument the driver sends is data: a block string, the network
+settings, the fingerprint, and each role's config (the resolved ``accuracy`` / ``latency`` section it was built
+from, given by :meth:`DaskExecutor.describe_role`). A worker builds a role from its config once (a task of its
+own, keyed by the config's digest, that Dask keeps in memory and recomputes if the worker holding it dies), after
+refusing any ``_target_`` outside nas-rl (:func:`~nas_rl.evaluation.tasks.check_targets`). Workers never open
+the store.
 
 With ``latency_resources`` an evaluation is two tasks: accuracy (on any worker, or those holding
 ``accuracy_resources``), then latency, only on a worker started with those resources (``dask worker ...
@@ -19,14 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from omegaconf import OmegaConf
 
 from nas_rl._util import first_line, is_int
 from nas_rl.accuracy.base import AccuracyEstimator
@@ -43,6 +49,13 @@ log = logging.getLogger(__name__)
 #: The TLS files ``cluster.security`` takes (the client's side of ``distributed.security.Security``).
 SECURITY_KEYS = ("tls_ca_file", "tls_client_cert", "tls_client_key")
 SCHEMES = ("tcp", "tls")
+
+
+#: The Dask setting that makes each worker's nanny start it with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any
+#: malloc threshold turns off glibc's adaptive mmap threshold, so torch's tensors are mapped and unmapped on every
+#: step: proxy training ran about 1.4x slower in such a worker (``bench/cluster_throughput.py``). The LocalCluster
+#: this executor starts leaves it unset; remote workers need it unset in their Dask config (README).
+UNTRIMMED = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
 class ClusterLost(ConfigError):
@@ -78,9 +91,12 @@ class DaskExecutor(Executor):
         measures); null: any worker.
     :param security: TLS files: ``tls_ca_file``, ``tls_client_cert``, ``tls_client_key`` (paths); for ``tls://``.
         Null, or all three null: no TLS.
-    :param allow_insecure: accept plain text (``tcp://``) to an address that is not loopback. Tasks are
-        pickled code and data: anyone on that network could run code on the workers or read the results.
+    :param allow_insecure: accept plain text (``tcp://``) to an address that is not loopback. Dask's messages
+        are pickled frames: anyone on that network could submit code to the workers or read the results.
     :param connect_timeout_s: seconds to reach the scheduler (and to reconnect before giving up).
+    :param allow_targets: the packages whose classes and functions a role's config may name (``_target_``),
+        checked here before anything is sent, and accepted by the workers of the LocalCluster this starts. A
+        worker started elsewhere accepts those of its own Dask config ``nas-rl.allow-targets`` (default: nas_rl).
     """
 
     concurrent = True
@@ -96,6 +112,7 @@ class DaskExecutor(Executor):
         security: dict[str, str] | None = None,
         allow_insecure: bool = False,
         connect_timeout_s: float = 30.0,
+        allow_targets: Sequence[str] = tasks.DEFAULT_TARGETS,
     ) -> None:
         for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
             require(is_int(value) and value >= 1, f"cluster.{name}", value, "an integer >= 1")
@@ -103,6 +120,10 @@ class DaskExecutor(Executor):
         number = isinstance(connect_timeout_s, (int, float)) and not isinstance(connect_timeout_s, bool)
         require(number and connect_timeout_s > 0, "cluster.connect_timeout_s", connect_timeout_s, "seconds > 0")
         require(isinstance(allow_insecure, bool), "cluster.allow_insecure", allow_insecure, "true or false")
+        packages_ok = not isinstance(allow_targets, str) and isinstance(allow_targets, Sequence) and bool(allow_targets)
+        require(packages_ok and all(isinstance(name, str) and name.strip(".") for name in allow_targets),
+                "cluster.allow_targets", allow_targets, "a list of package names, e.g. [nas_rl., mylab.]")  # fmt: skip
+        self.allow_targets = tuple(allow_targets)
         self.latency_resources = _resources("latency_resources", latency_resources)
         self.accuracy_resources = _resources("accuracy_resources", accuracy_resources)
         self.security_files = _security_files(security)
@@ -127,7 +148,8 @@ class DaskExecutor(Executor):
         self._distributed = _import_distributed()
         self._client: Any = None
         self._cluster: Any = None
-        self._roles: dict[int, tuple[Any, Any]] = {}  # id(role) -> (role, the future of it on the cluster)
+        self._configs: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(role) -> (role, the config it was built from)
+        self._roles: dict[str, Any] = {}  # a role config's digest -> the future of the role built from it
         self._scheduler_lost = False
 
     def __reduce__(self) -> Any:
@@ -146,16 +168,24 @@ class DaskExecutor(Executor):
             self._client = self._connect()
         return self._client
 
+    def _local_cluster(self, distributed: Any) -> Any:
+        """A LocalCluster of this executor's worker processes on loopback."""
+        return distributed.LocalCluster(
+            n_workers=self.workers, threads_per_worker=self.threads_per_worker, processes=True,
+            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
+            scheduler_kwargs={"allowed_failures": self.retries},
+            config={tasks.TARGETS_CONFIG: list(self.allow_targets)},  # the workers' Dask config
+        )  # fmt: skip
+
     def _connect(self) -> Any:
         distributed = self._distributed
         # Dask logs every connection and worker at INFO (and Hydra shows INFO): keep the terminal for the search.
         logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.address is None:
-            self._cluster = distributed.LocalCluster(
-                n_workers=self.workers, threads_per_worker=self.threads_per_worker, processes=True,
-                host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
-                scheduler_kwargs={"allowed_failures": self.retries},
-            )  # fmt: skip
+            import dask.config
+
+            with dask.config.set({UNTRIMMED: None}):  # see UNTRIMMED
+                self._cluster = self._local_cluster(distributed)
             return distributed.Client(self._cluster, timeout=self.connect_timeout_s)
         security = None
         if self.security_files:
@@ -200,19 +230,62 @@ class DaskExecutor(Executor):
         if cluster is not None:
             cluster.close()
 
+    # Roles ------------------------------------------------------------------------------------------------------
+
+    def describe_role(self, role: Any, config: Any, key: str = "role") -> None:
+        """Workers build ``role`` from ``config``, the resolved section it was built from (a mapping or an OmegaConf
+        node; plain data once resolved): refused here, in one line naming ``key``, when it is not plain data or a
+        ``_target_`` in it is outside :attr:`allow_targets`."""
+        if OmegaConf.is_config(config):
+            config = OmegaConf.to_container(config, resolve=True)
+        try:  # what the workers receive: JSON's types only (a tuple arrives as a list)
+            plain = json.loads(json.dumps(config, allow_nan=True))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"{key}: a Dask worker builds roles from plain data (a config of strings, numbers, booleans, lists "
+                f"and mappings), and this one is not: {first_line(error)}"
+            ) from None
+        if not isinstance(plain, dict) or "_target_" not in plain:
+            raise not_accepted(key, config, "a role's config: a mapping with its _target_ and settings")
+        tasks.check_targets(plain, self.allow_targets, key, "cluster.allow_targets")
+        self._configs[id(role)] = (role, plain)
+
+    def _config(self, role: Any, what: str) -> dict[str, Any]:
+        """The config ``role`` was built from (:meth:`describe_role`): what the workers build it from."""
+        described = self._configs.get(id(role))
+        if described is None:
+            raise ConfigError(
+                f"cluster=dask: the {what} {type(role).__name__} was not built from a config, and Dask workers build "
+                "each role from its config (they receive data, not objects): build the env from its config "
+                "(nas_rl.envs.factory.build_env), give its config with DaskExecutor.describe_role, or use cluster=local"
+            )
+        return described[1]
+
+    def _role(self, config: dict[str, Any], resources: dict[str, float] | None) -> Any:
+        """The future of the role built from ``config`` by a task on a worker that may run its tasks."""
+        digest = tasks.config_digest(config)
+        future = self._roles.get(digest)
+        if future is None:
+            future = self._roles[digest] = self.client.submit(
+                tasks.load_role, config, key=f"nas-rl-role-{digest[:32]}", resources=resources, retries=self.retries
+            )
+        return future
+
     # Evaluations --------------------------------------------------------------------------------------------------
 
     def submit(self, arch: ArchSpec, fingerprint: str, accuracy: AccuracyEstimator, latency: LatencyModel) -> Any:
+        configs = self._config(accuracy, "accuracy estimator"), self._config(latency, "latency model")
         client, text = self.client, arch.to_string()
         network = {name: getattr(arch, name) for name in NETWORK_FIELDS}
         name = f"{hashlib.sha256(f'{text}|{fingerprint}'.encode()).hexdigest()[:12]}-{uuid.uuid4().hex[:8]}"
-        accuracy_role = self._role(accuracy, self.accuracy_resources)
         options = {"retries": self.retries, "pure": False}
         try:
+            accuracy_role = self._role(configs[0], self.accuracy_resources)
+            latency_role = self._role(configs[1], self.latency_resources or self.accuracy_resources)
             if not self.latency_resources:
-                future = client.submit(tasks.remote_evaluate, text, network, fingerprint, accuracy_role,
-                                       self._role(latency, self.accuracy_resources), key=f"nas-rl-evaluate-{name}",
-                                       resources=self.accuracy_resources, **options)  # fmt: skip
+                future = client.submit(tasks.remote_evaluate, text, network, fingerprint, accuracy_role, latency_role,
+                                       key=f"nas-rl-evaluate-{name}", resources=self.accuracy_resources,
+                                       **options)  # fmt: skip
                 return _Submitted(text, fingerprint, future)
             partial = client.submit(
                 tasks.remote_accuracy,
@@ -228,7 +301,7 @@ class DaskExecutor(Executor):
                 tasks.remote_latency,
                 partial,
                 network,
-                self._role(latency, self.latency_resources),
+                latency_role,
                 key=f"nas-rl-latency-{name}",
                 resources=self.latency_resources,
                 **options,
@@ -238,16 +311,6 @@ class DaskExecutor(Executor):
                 raise self._lost(error) from None
             raise
         return _Submitted(text, fingerprint, future, partial)
-
-    def _role(self, role: Any, resources: dict[str, float] | None) -> Any:
-        """The future of ``role`` on the cluster: unpickled by a task on a worker that may run its tasks."""
-        held = self._roles.get(id(role))
-        if held is None:
-            blob = _pickled(role)
-            key = f"nas-rl-role-{type(role).__name__}-{hashlib.sha256(blob).hexdigest()[:16]}"
-            future = self.client.submit(tasks.load_role, blob, key=key, resources=resources, retries=self.retries)
-            held = self._roles[id(role)] = (role, future)
-        return held[1]
 
     def as_completed(self, handles: Mapping[K, Any]) -> Iterator[tuple[K, Evaluation]]:
         by_future = {handle.future.key: (key, handle) for key, handle in handles.items()}
@@ -265,6 +328,8 @@ class DaskExecutor(Executor):
                       f"{self.retries}): {first_line(error, 'KilledWorker')}")  # fmt: skip
         except CancelledError as error:
             raise self._lost(error) from None
+        except tasks.TargetRefused as error:  # a worker refused a role's config: no candidate can be evaluated
+            raise tasks.TargetRefused(first_line(error)) from None
         except Exception as error:  # raised on a worker, after its retries: not the candidate's own failure
             log.warning("the evaluation of %s raised on a Dask worker", handle.arch, exc_info=True)
             reason = f"on a Dask worker, after {self.retries} retries: {type(error).__name__}: {first_line(error, '')}"
@@ -298,13 +363,6 @@ def _import_distributed() -> Any:
             "pip install 'nas-rl[dask]' (or dask[distributed]), or use cluster=local"
         ) from None
     return distributed
-
-
-def _pickled(role: Any) -> bytes:
-    """``role`` pickled on the driver, so the scheduler handles bytes only (it never imports the roles' code)."""
-    import cloudpickle
-
-    return bytes(cloudpickle.dumps(role))
 
 
 def _resources(name: str, value: Any) -> dict[str, float] | None:
@@ -364,8 +422,9 @@ def _checked_address(address: str, security: dict[str, str], allow_insecure: boo
     if parts.scheme == "tcp" and not _loopback(host) and not allow_insecure:
         raise ConfigError(
             f"cluster.address={address} is not accepted: plain text (tcp://) to another host would let anyone on "
-            "the network run code on the workers or read the results (tasks are pickled code and data); use "
-            "tls:// with cluster.security, or pass cluster.allow_insecure=true on a network you trust"
+            "the network run code on the workers or read the results (Dask's messages are pickled frames, which "
+            "the scheduler and workers unpickle); use tls:// with cluster.security, or pass "
+            "cluster.allow_insecure=true on a network you trust"
         )
     return text
 

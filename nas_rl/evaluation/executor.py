@@ -3,7 +3,9 @@
 
 The :class:`~nas_rl.evaluation.evaluator.Evaluator` is the driver: it decides what needs evaluating (store
 lookups, claims, work already in flight) and alone writes the store. An executor only runs the functions of
-:mod:`nas_rl.evaluation.tasks` on a candidate's data and hands each evaluation back as it finishes.
+:mod:`nas_rl.evaluation.tasks` on a candidate's data and hands each evaluation back as it finishes. In this
+process they get the driver's role objects; a Dask cluster's workers get each role's config instead (data, from
+:meth:`Executor.describe_role`) and build the role from it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Executor(ABC):
 
     #: Whether it evaluates several candidates at once: the evaluator then starts a batch's misses together.
     concurrent: bool = False
+
+    def describe_role(self, role: Any, config: Any, key: str = "role") -> None:
+        """``role`` (an accuracy estimator or latency model) was built from ``config``, its section (``key``):
+        an executor whose workers build the roles themselves sends that instead of the object. Here: nothing."""
+        return None
 
     @abstractmethod
     def submit(self, arch: ArchSpec, fingerprint: str, accuracy: AccuracyEstimator, latency: LatencyModel) -> Any:
