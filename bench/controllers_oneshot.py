@@ -8,7 +8,8 @@ soft reward at the spec's target) for ``--budget`` architectures with seeds firs
 each checkpoint, the best reward found so far (mean over seeds, 95% t-interval) and the regret against the best
 reward any run found. Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
 architecture one run evaluated is a cache hit for the next, which changes no reward. ``--out`` gets
-``oneshot.json`` (every run's rewards and best architecture). Torch runs with ``--threads`` threads.
+``oneshot.json`` (every run's rewards and best architecture). Torch (the supernet's scoring) runs with ``--threads``
+threads.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from nas_rl.config import build
 ENV_ID = "nas_rl/MnasNet-OneShot-v0"
 
 
-def run_one(name: str, seed: int, budget: int, store: str) -> dict[str, Any]:
+def run_one(name: str, seed: int, budget: int, store: str, threads: int) -> dict[str, Any]:
     """One search: every evaluation's reward and architecture, and the wall time."""
-    env = TimedEnv(gym.make(ENV_ID, store=store))
+    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy={"threads": threads}))
     tokens = env.unwrapped.search_space.num_decisions
     controller = build(controller_config(name, None, tokens), "controller")
     rewards: list[float] = []
@@ -83,7 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
-    results = {name: [run_one(name, seed, args.budget, args.store)
+    results = {name: [run_one(name, seed, args.budget, args.store, args.threads)
                       for seed in range(args.first_seed, args.first_seed + args.seeds)]
                for name in args.controllers.split(",")}  # fmt: skip
     best = max(max(r["rewards"]) for runs in results.values() for r in runs)

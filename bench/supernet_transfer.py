@@ -1,0 +1,93 @@
+"""Does training one path of the supernet help the others? Paths drawn from pools of K fixed architectures.
+
+    python bench/supernet_transfer.py [--pools 1,4,16,64,0] [--steps 600] [--elastic all] [--threads 1]
+
+Trains the supernet of the tests' tiny MnasNet space (seven one-layer blocks of 8-32 channels, 16x16 digits)
+from scratch for each pool size K: every step trains one path (cross-entropy, Adam 0.002, 64 images), drawn
+from a pool of K random architectures fixed at the start (K=0: a new random architecture every step, as
+single-path one-shot training does). Only the ``--elastic`` decisions vary (``all``, or a comma list of op,
+kernel, se, skip, width, layers; the others stay at the largest subnet's choice). Prints, per K: the training
+loss over the last quarter of the steps, the validation accuracy of the pool's architectures and of 8 random
+architectures outside the pool (``accuracy=supernet``'s scoring: BatchNorm recalibrated on 256 training images).
+
+If paths shared what they learn, a pool's architectures would learn about as fast whatever K, and architectures
+outside the pool would score well above chance (0.10). If they share nothing, a pool of K learns like one
+network trained for steps/K, and the others stay at chance.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas_rl.data.datasets import calibration_images, load_digits
+from nas_rl.spaces.mnasnet import BLOCK_DECISIONS, MnasNetSpace
+from nas_rl.supernet.network import SuperNet, calibrated_subnet, sample_tokens, top1_accuracy
+
+OUTSIDE = 8
+
+
+def tiny_space() -> MnasNetSpace:
+    return MnasNetSpace(resolution=16, num_classes=10, in_channels=1, stem_channels=8, head_channels=32,
+                        base_widths=(8, 8, 8, 16, 16, 24, 32), base_repeats=(1, 1, 1, 1, 1, 1, 1))  # fmt: skip
+
+
+def run(space: MnasNetSpace, data, pool_size: int, steps: int, elastic: frozenset[str] | None) -> tuple:
+    """Train one supernet on paths of a pool of ``pool_size``; its last-quarter loss and the two accuracies."""
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    net = SuperNet(space).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.002)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    pool = [space.decode(sample_tokens(net, rng, elastic)) for _ in range(pool_size)]
+    losses = []
+    for _ in range(steps):
+        batch = torch.from_numpy(rng.integers(0, len(y), 64))
+        arch = pool[int(rng.integers(pool_size))] if pool_size else space.decode(sample_tokens(net, rng, elastic))
+        optimizer.zero_grad()
+        loss = F.cross_entropy(net(x[batch], arch), y[batch])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    images = torch.from_numpy(calibration_images(data, None, 256, seed=0)).permute(0, 3, 1, 2).contiguous()  # NCHW
+    xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+
+    def accuracy(arch) -> float:
+        return top1_accuracy(calibrated_subnet(net, arch, images, 64), xv, yv)
+
+    outside_rng = np.random.default_rng(12345)
+    outside = [space.decode(sample_tokens(net, outside_rng, elastic)) for _ in range(OUTSIDE)]
+    inside = [accuracy(arch) for arch in pool[:OUTSIDE]]
+    return float(np.mean(losses[-steps // 4 :])), inside, [accuracy(arch) for arch in outside]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pools", default="1,4,16,64,0")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--elastic", default="all")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    elastic = None if args.elastic == "all" else frozenset(args.elastic.split(","))
+    if elastic is not None and not elastic <= set(BLOCK_DECISIONS):
+        parser.error(f"--elastic={args.elastic!r}: use all or a comma list of {', '.join(BLOCK_DECISIONS)}")
+    space, data = tiny_space(), load_digits(resolution=16)
+    print(f"elastic: {args.elastic}; {args.steps} steps of one path each\n")
+    print("| pool of K architectures | steps per architecture | training loss (last quarter) | "
+          "pool's architectures: accuracy | 8 outside the pool: accuracy |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|")
+    for pool_size in (int(k) for k in args.pools.split(",")):
+        loss, inside, outside = run(space, data, pool_size, args.steps, elastic)
+        label = str(pool_size) if pool_size else "a new one every step"
+        per = f"{args.steps / pool_size:.0f}" if pool_size else "1"
+        inside_text = f"{np.mean(inside):.2f} ({min(inside):.2f}-{max(inside):.2f})" if pool_size else "n/a"
+        print(f"| {label} | {per} | {loss:.2f} | {inside_text} | {np.mean(outside):.2f} "
+              f"({min(outside):.2f}-{max(outside):.2f}) |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
