@@ -112,8 +112,8 @@ class SuperNet(nn.Module):
 
     def extract(self, arch: ArchSpec) -> nn.Module:
         """The stand-alone network of ``arch`` (``build_torch_model``) holding copies of its sliced weights."""
-        with torch.device("meta"):  # no initialisation work: every tensor is replaced below
-            model = build_torch_model(arch)
+        with torch.device("meta"):  # no memory and no initialisation: every tensor is replaced below
+            model = build_torch_model(arch, initialise=False)
         state = {
             k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.subnet_state_dict(arch).items()
         }
