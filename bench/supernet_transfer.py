@@ -27,6 +27,7 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
+from supernet_decisions import tiny_space  # bench/supernet_decisions.py: the tests' tiny space
 
 from nas_rl.data.datasets import calibration_images, load_digits
 from nas_rl.spaces.mnasnet import BLOCK_DECISIONS, MnasNetSpace
@@ -34,10 +35,6 @@ from nas_rl.supernet.network import SuperNet, calibrated_subnet, sample_tokens, 
 
 OUTSIDE = 8
 
-
-def tiny_space() -> MnasNetSpace:
-    return MnasNetSpace(resolution=16, num_classes=10, in_channels=1, stem_channels=8, head_channels=32,
-                        base_widths=(8, 8, 8, 16, 16, 24, 32), base_repeats=(1, 1, 1, 1, 1, 1, 1))  # fmt: skip
 
 
 def run(space: MnasNetSpace, data, pool_size: int, steps: int, elastic: frozenset[str] | None, align: int) -> tuple:

@@ -148,7 +148,8 @@ class DaskExecutor(Executor):
         self._distributed = _import_distributed()
         self._client: Any = None
         self._cluster: Any = None
-        self._configs: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(role) -> (role, the config it was built from)
+        # id(role) -> (role, the config it was built from, that config's digest: its key on the cluster)
+        self._configs: dict[int, tuple[Any, dict[str, Any], str]] = {}
         self._roles: dict[str, Any] = {}  # a role config's digest -> the future of the role built from it
         self._scheduler_lost = False
 
@@ -248,10 +249,14 @@ class DaskExecutor(Executor):
         if not isinstance(plain, dict) or "_target_" not in plain:
             raise not_accepted(key, config, "a role's config: a mapping with its _target_ and settings")
         tasks.check_targets(plain, self.allow_targets, key, "cluster.allow_targets")
-        self._configs[id(role)] = (role, plain)
+        self._configs[id(role)] = (role, plain, tasks.config_digest(plain))
 
     def _config(self, role: Any, what: str) -> dict[str, Any]:
         """The config ``role`` was built from (:meth:`describe_role`): what the workers build it from."""
+        return self._described(role, what)[0]
+
+    def _described(self, role: Any, what: str) -> tuple[dict[str, Any], str]:
+        """``role``'s config and its digest, as :meth:`describe_role` recorded them."""
         described = self._configs.get(id(role))
         if described is None:
             raise ConfigError(
@@ -259,11 +264,12 @@ class DaskExecutor(Executor):
                 "each role from its config (they receive data, not objects): build the env from its config "
                 "(nas_rl.envs.factory.build_env), give its config with DaskExecutor.describe_role, or use cluster=local"
             )
-        return described[1]
+        return described[1], described[2]
 
-    def _role(self, config: dict[str, Any], resources: dict[str, float] | None) -> Any:
-        """The future of the role built from ``config`` by a task on a worker that may run its tasks."""
-        digest = tasks.config_digest(config)
+    def _role(self, described: tuple[dict[str, Any], str], resources: dict[str, float] | None) -> Any:
+        """The future of the role built from a config (with its digest) by a task on a worker that may run its
+        tasks."""
+        config, digest = described
         future = self._roles.get(digest)
         if future is None:
             future = self._roles[digest] = self.client.submit(
@@ -274,7 +280,7 @@ class DaskExecutor(Executor):
     # Evaluations --------------------------------------------------------------------------------------------------
 
     def submit(self, arch: ArchSpec, fingerprint: str, accuracy: AccuracyEstimator, latency: LatencyModel) -> Any:
-        configs = self._config(accuracy, "accuracy estimator"), self._config(latency, "latency model")
+        configs = self._described(accuracy, "accuracy estimator"), self._described(latency, "latency model")
         client, text = self.client, arch.to_string()
         network = {name: getattr(arch, name) for name in NETWORK_FIELDS}
         name = f"{hashlib.sha256(f'{text}|{fingerprint}'.encode()).hexdigest()[:12]}-{uuid.uuid4().hex[:8]}"
