@@ -2,6 +2,7 @@
 
     python bench/controllers_oneshot.py [--controllers mnasnet,random,evolution] [--seeds 10] [--first-seed 100]
                                         [--budget 500] [--checkpoints 100,250,500] [--store FILE] [--out DIR]
+                                        [--threads 1] [--workers 0]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -9,7 +10,8 @@ each checkpoint, the best reward found so far (mean over seeds, 95% t-interval) 
 reward any run found. Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
 architecture one run evaluated is a cache hit for the next, which changes no reward. ``--out`` gets
 ``oneshot.json`` (every run's rewards and best architecture). Torch (the supernet's scoring) runs with ``--threads``
-threads.
+threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes instead
+(``cluster=dask``), with the controllers keeping N architectures in evaluation at once (``controller.n_envs=N``).
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ import numpy as np
 from controllers import TimedEnv, controller_config, interval  # bench/controllers.py
 
 from nas_rl.config import build
+from nas_rl.evaluation.cluster import DaskExecutor
 
 ENV_ID = "nas_rl/MnasNet-OneShot-v0"
 
 
-def run_one(name: str, seed: int, budget: int, store: str, threads: int) -> dict[str, Any]:
+def run_one(name: str, seed: int, budget: int, store: str, threads: int, executor: Any = None) -> dict[str, Any]:
     """One search: every evaluation's reward and architecture, and the wall time."""
-    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy={"threads": threads}))
+    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy={"threads": threads}, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
-    controller = build(controller_config(name, None, tokens), "controller")
+    config = controller_config(name, None, tokens)
+    if executor is not None:
+        config.n_envs = executor.workers
+    controller = build(config, "controller")
     rewards: list[float] = []
     archs: list[str] = []
 
@@ -76,6 +82,7 @@ def main() -> None:
     parser.add_argument("--store", default="outputs/bench/oneshot/evaluations.sqlite")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/oneshot"))
+    parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: in this one)")
     args = parser.parse_args()
     import torch
 
@@ -84,9 +91,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
-    results = {name: [run_one(name, seed, args.budget, args.store, args.threads)
-                      for seed in range(args.first_seed, args.first_seed + args.seeds)]
-               for name in args.controllers.split(",")}  # fmt: skip
+    executor = DaskExecutor(workers=args.workers, threads_per_worker=1) if args.workers else None
+    threads = 1 if executor else args.threads
+    try:
+        results = {name: [run_one(name, seed, args.budget, args.store, threads, executor)
+                          for seed in range(args.first_seed, args.first_seed + args.seeds)]
+                   for name in args.controllers.split(",")}  # fmt: skip
+    finally:
+        if executor is not None:
+            executor.close()
     best = max(max(r["rewards"]) for runs in results.values() for r in runs)
     print(f"{ENV_ID}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
     print(markdown(results, checkpoints, best))

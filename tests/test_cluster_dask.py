@@ -154,6 +154,23 @@ def test_a_search_on_two_workers_spends_its_budget_and_stores_what_its_controlle
     assert store.claims() == []
 
 
+def test_gym_make_takes_an_executor_and_its_workers_evaluate(executor: DaskExecutor, tmp_path: Path) -> None:
+    """A registered id made with executor=... evaluates on the cluster (roles built there from the spec's sections)."""
+    import gymnasium as gym
+
+    trace = tmp_path / "trace.txt"
+    env = gym.make("nas_rl/MnasNet-v0", store=str(tmp_path / "e.sqlite"), executor=executor,
+                   accuracy=traced_accuracy(trace, seconds=0.2), latency=CHANNEL_LATENCY)  # fmt: skip
+    seen = random_search(env, budget=4)
+    env.close()
+    assert len(seen) == 4 and all(info["status"] == "ok" for info in seen)
+    evaluated = traced(trace)
+    assert sorted(arch for _, arch in evaluated) == sorted(info["arch"] for info in seen)
+    assert os.getpid() not in {pid for pid, _ in evaluated}
+    with pytest.raises(TypeError, match="executor='dask' is not accepted: use None .* or an nas_rl.evaluation"):
+        gym.make("nas_rl/MnasNet-v0", executor="dask")
+
+
 def test_an_architecture_in_flight_is_evaluated_once(executor: DaskExecutor, tmp_path: Path) -> None:
     """Twice in one batch, and again by another evaluator on the same store (another process's claims)."""
     trace, path = tmp_path / "trace.txt", tmp_path / "e.sqlite"

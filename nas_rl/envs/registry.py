@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 if TYPE_CHECKING:
     from nas_rl.envs.nas_env import NasEnv
+    from nas_rl.evaluation.executor import Executor
 
 NAMESPACE = "nas_rl"
 SPEC_PACKAGE = "nas_rl.env_specs"
@@ -60,6 +61,7 @@ def make_env(
     store: str | os.PathLike[str] | None = None,
     run_id: str = "gym",
     render_mode: str | None = None,
+    executor: Executor | None = None,
     **overrides: Any,
 ) -> NasEnv:
     """Entry point of every registered id: the spec with ``overrides`` (keyword = spec field) applied.
@@ -75,17 +77,25 @@ def make_env(
         a private in-memory store.
     :param run_id: tag of the history rows this env writes.
     :param render_mode: None or one of ``NasEnv.metadata["render_modes"]``.
+    :param executor: runs the evaluations, e.g. a :class:`~nas_rl.evaluation.cluster.DaskExecutor` (its workers
+        build the roles from the spec's sections); the caller closes it. None: in this process.
     """
     from nas_rl.envs.factory import build_env
     from nas_rl.envs.nas_env import EnvArgumentError
+    from nas_rl.evaluation.executor import Executor
     from nas_rl.evaluation.store import EvaluationStore
 
+    if executor is not None and not isinstance(executor, Executor):
+        raise EnvArgumentError(
+            f"gym.make({NAMESPACE}/{spec}): executor={executor!r} is not accepted: use None (evaluate in this "
+            "process) or an nas_rl.evaluation.executor.Executor, e.g. nas_rl.evaluation.cluster.DaskExecutor"
+        )
     cfg = load_spec(spec)
     unknown = [key for key in overrides if key not in cfg]
     if unknown:
         raise EnvArgumentError(
             f"gym.make({NAMESPACE}/{spec}) got an unexpected keyword argument {unknown[0]!r} (unknown spec "
-            f"field(s) {unknown}); accepted: store, run_id, render_mode and the spec fields {sorted(cfg)}"
+            f"field(s) {unknown}); accepted: store, run_id, render_mode, executor and the spec fields {sorted(cfg)}"
         )
     roles = {}
     for key, value in overrides.items():
@@ -107,7 +117,7 @@ def make_env(
     if store is not None and history is False and not history_given:
         cfg.evaluator.history = True  # a store was asked for: fill it
     path = ":memory:" if store is None else store
-    return build_env(cfg, EvaluationStore(path), run_id, render_mode=render_mode, roles=roles)
+    return build_env(cfg, EvaluationStore(path), run_id, render_mode=render_mode, roles=roles, executor=executor)
 
 
 def _is_config_value(value: Any) -> bool:
