@@ -1,13 +1,14 @@
 """What one architecture costs with accuracy=supernet against one stand-alone proxy evaluation, side by side.
 
     python bench/supernet_cost.py [--checkpoint outputs/supernets/mnasnet-digits] [--archs 40] [--proxy 4]
-                                  [--threads 1] [--calibration-images 256]
+                                  [--threads 1] [--calibration-images 256] [--finetune-steps 0,10]
 
 Both estimators score architectures drawn from the default search's space (MnasNet space, 32x32, digits;
 ``envs/MnasNet-v0.yaml``) with the same torch threads: the supernet slices, recalibrates BatchNorm on
 ``--calibration-images`` training images and scores the validation split; proxy training trains each
-architecture for the default 2 epochs (``conf/accuracy/proxy.yaml``). The supernet is loaded before timing
-(a search loads it once). Prints a markdown table: median and 90th percentile seconds per architecture, and
+architecture for the default 2 epochs (``conf/accuracy/proxy.yaml``). The supernet is scored once per
+``--finetune-steps`` value (``accuracy.finetune_steps``: Adam steps from the inherited weights before scoring).
+The supernet is loaded before timing (a search loads it once). Prints a markdown table: median and 90th percentile seconds per architecture, and
 the speed-up (proxy median / supernet median). Run it on an otherwise idle machine.
 """
 
@@ -48,17 +49,21 @@ def main() -> None:
     parser.add_argument("--proxy", type=int, default=4, help="architectures proxy-trained (each takes seconds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibration-images", type=int, default=256)
+    parser.add_argument("--finetune-steps", default="0", help="comma list: accuracy.finetune_steps values to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     space = default_space()
     data = load_digits(resolution=space.resolution)
-    supernet = SupernetAccuracy(args.checkpoint, space, data, calibration_images=args.calibration_images,
-                                threads=args.threads)  # fmt: skip
     archs = space.sample_archs(99, args.archs)
-    supernet.accuracy(archs[0])  # loads the checkpoint and prepares the data, as a search does once
-    one_shot = seconds_each(supernet.accuracy, archs)
+    rows = []
+    for steps in (int(s) for s in args.finetune_steps.split(",")):
+        supernet = SupernetAccuracy(args.checkpoint, space, data, calibration_images=args.calibration_images,
+                                    threads=args.threads, finetune_steps=steps)  # fmt: skip
+        supernet.accuracy(archs[0])  # loads the checkpoint and prepares the data, as a search does once
+        name = "accuracy=supernet" + (f", finetune_steps={steps}" if steps else "")
+        rows.append((name, seconds_each(supernet.accuracy, archs)))
     proxy = seconds_each(ProxyTraining(data, epochs=2, threads=args.threads).accuracy, archs[: args.proxy])
-    rows = [("accuracy=supernet", one_shot), ("accuracy=proxy (2 epochs)", proxy)]
+    rows.append(("accuracy=proxy (2 epochs)", proxy))
     print(f"| estimator | archs | median s/arch | p90 s/arch | speed-up | ({args.threads} thread(s), "
           f"{args.calibration_images} calibration images) |")
     print("|---|---:|---:|---:|---:|---|")

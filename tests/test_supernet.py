@@ -323,6 +323,31 @@ def test_train_returns_the_subnet_and_fine_tunes_on_request(trained: tuple[Path,
     assert estimator(out, finetune_epochs=1).fingerprint() == plain.fingerprint()  # accuracy() never fine-tunes
 
 
+def test_a_few_finetuning_steps_before_scoring_are_deterministic_and_leave_the_supernet_as_it_was(
+    trained: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = trained
+    archs = tiny_space().sample_archs(seed=11, count=3)
+    plain, tuned = estimator(out), estimator(out, finetune_steps=5, finetune_lr=0.01)
+    before = {name: tensor.clone() for name, tensor in tuned.supernet().state_dict().items()}
+    scores = [tuned.accuracy(arch) for arch in archs]
+    assert all(0.0 <= v <= 1.0 for v in scores)
+    assert scores != [plain.accuracy(arch) for arch in archs]  # it trains
+    assert [estimator(out, finetune_steps=5, finetune_lr=0.01).accuracy(arch) for arch in archs] == scores
+    after = tuned.supernet().state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # each subnet trains a copy
+    model = tuned.subnet(archs[0])  # what an export starts from: the network scored
+    data = tuned.tensors()
+    with torch.no_grad():
+        predicted = model(data["x_val"]).argmax(1)
+    assert abs(float((predicted == data["y_val"]).float().mean()) - scores[0]) < 1e-6
+    assert tuned.fingerprint()["finetune"] == {"steps": 5, "lr": 0.01, "seed": 0}
+    assert "finetune" not in plain.fingerprint()  # stores of scores as sliced keep their keys
+    with pytest.raises(ConfigError) as error:
+        estimator(out, finetune_steps=-1)
+    assert_one_line(error, "finetune_steps", "-1", "an integer >= 0")
+
+
 def test_supernet_of_another_space_or_dataset_is_refused_naming_both(trained: tuple[Path, dict[str, Any]]) -> None:
     out, _ = trained
     settings = {key: value for key, value in tiny_space().fingerprint().items() if key != "space"}

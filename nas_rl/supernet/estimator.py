@@ -5,6 +5,11 @@ of the supernet trained by ``nas-rl-supernet`` (:mod:`nas_rl.tools.train_superne
 of :func:`~nas_rl.models.torch_builder.build_torch_model`, its BatchNorm statistics are recomputed on a
 fixed, seeded subset of training images, and its top-1 accuracy is taken on the validation split. The same
 architecture always gets the same accuracy (for a given number of threads).
+
+``finetune_steps`` (default 0) first trains the sliced network for a few Adam steps on fixed, seeded training
+batches, the same for every architecture. On the default space a subnet as sliced scores near chance and
+ranks like noise, while ten steps from its inherited weights rank architectures as well as a second
+stand-alone training does (README, "How good the supernet is").
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 
 from nas_rl._util import first_line, is_int
 from nas_rl.accuracy.base import AccuracyEstimator
-from nas_rl.accuracy.proxy import ProxyTraining, torch_threads
+from nas_rl.accuracy.proxy import ProxyTraining, recalibrate_batchnorm, torch_threads
 from nas_rl.arch import ArchSpec
 from nas_rl.data.datasets import SplitDataset, calibration_images
 from nas_rl.errors import ConfigError, require
@@ -55,6 +60,9 @@ class SupernetAccuracy(AccuracyEstimator):
     :param calibration_images: training images BatchNorm statistics are recomputed on (a fixed seeded subset).
     :param calibration_seed: seeds the choice of those images.
     :param batch_size: mini-batch size of the recalibration and of fine-tuning.
+    :param finetune_steps: Adam steps (at ``finetune_lr``, constant) on ``batch_size`` training images each, fixed
+        and seeded by ``seed``, that every architecture's subnet is trained for before it is recalibrated and
+        scored (0: scored as sliced).
     :param finetune_epochs: epochs :meth:`train` fine-tunes the extracted network for before export (0: none;
         :meth:`accuracy` never fine-tunes).
     :param finetune_lr: Adam learning rate of fine-tuning (cosine-annealed to 0).
@@ -72,14 +80,16 @@ class SupernetAccuracy(AccuracyEstimator):
         batch_size: int = 64,
         finetune_epochs: int = 0,
         finetune_lr: float = 1e-3,
+        finetune_steps: int = 0,
         seed: int = 0,
         threads: int = 1,
         train_missing: Recipe | None = None,
     ) -> None:
         lowest = {"calibration_images": 1, "batch_size": 1, "calibration_seed": 0, "finetune_epochs": 0, "seed": 0,
-                  "threads": 0}  # fmt: skip
+                  "threads": 0, "finetune_steps": 0}  # fmt: skip
         values = {"calibration_images": calibration_images, "batch_size": batch_size, "seed": seed, "threads": threads,
-                  "calibration_seed": calibration_seed, "finetune_epochs": finetune_epochs}  # fmt: skip
+                  "calibration_seed": calibration_seed, "finetune_epochs": finetune_epochs,
+                  "finetune_steps": finetune_steps}  # fmt: skip
         for key, low in lowest.items():
             require(is_int(values[key]) and values[key] >= low, key, values[key], f"an integer >= {low}")
         require(finetune_lr > 0 and math.isfinite(finetune_lr), "finetune_lr", finetune_lr, "a finite number > 0")
@@ -90,6 +100,7 @@ class SupernetAccuracy(AccuracyEstimator):
         self.calibration_images, self.calibration_seed = int(calibration_images), int(calibration_seed)
         self.batch_size, self.seed, self.threads = int(batch_size), int(seed), int(threads)
         self.finetune_epochs, self.finetune_lr = int(finetune_epochs), float(finetune_lr)
+        self.finetune_steps = int(finetune_steps)
         self.checkpoint_path, self.card_path = checkpoint_paths(checkpoint)
         self.train_missing = train_missing
         self._card: dict[str, Any] | None = None
@@ -160,7 +171,7 @@ class SupernetAccuracy(AccuracyEstimator):
         return digest
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        fingerprint = {
             "kind": "supernet",
             **(self.dataset.fingerprint() if self.dataset is not None else {}),
             "checkpoint_sha256": self.digest,
@@ -170,6 +181,9 @@ class SupernetAccuracy(AccuracyEstimator):
                 "batch_size": self.batch_size,
             },  # fmt: skip
         }
+        if self.finetune_steps:  # only when used, so stores of scores as sliced keep their keys
+            fingerprint["finetune"] = {"steps": self.finetune_steps, "lr": self.finetune_lr, "seed": self.seed}
+        return fingerprint
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_supernet": None, "_tensors": None}  # reloaded on demand (workers)
@@ -196,8 +210,9 @@ class SupernetAccuracy(AccuracyEstimator):
         return self.tensors()["x_val"].numpy()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The splits as tensors (``x_train``, ``y_train``, ``x_val``, ``y_val``) and the calibration images
-        (``x_calibration``), computed once per estimator."""
+        """The splits as tensors (``x_train``, ``y_train``, ``x_val``, ``y_val``), the calibration images
+        (``x_calibration``) and the fine-tuning steps' batch indices (``finetune_batches``, one row a step),
+        computed once per estimator."""
         if self._tensors is None:
             if self.dataset is None:
                 raise ConfigError("accuracy=supernet was built without a dataset; accepted: dataset: ${dataset}")
@@ -207,6 +222,8 @@ class SupernetAccuracy(AccuracyEstimator):
                 "x_train": torch.from_numpy(d.x_train), "y_train": torch.from_numpy(d.y_train),
                 "x_val": torch.from_numpy(d.x_val), "y_val": torch.from_numpy(d.y_val),
                 "x_calibration": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                "finetune_batches": torch.from_numpy(np.random.default_rng(self.seed).integers(
+                    0, len(d.y_train), (self.finetune_steps, self.batch_size))),
             }  # fmt: skip
         return self._tensors
 
@@ -237,7 +254,21 @@ class SupernetAccuracy(AccuracyEstimator):
                              batch_size=self.batch_size, seed=self.seed, threads=self.threads)  # fmt: skip
 
     def _calibrated(self, arch: ArchSpec) -> torch.nn.Module:
-        return calibrated_subnet(self.supernet(), arch, self.tensors()["x_calibration"], self.batch_size)
+        """The network :meth:`accuracy` scores: sliced, fine-tuned ``finetune_steps`` steps, recalibrated."""
+        data = self.tensors()
+        if not self.finetune_steps:
+            return calibrated_subnet(self.supernet(), arch, data["x_calibration"], self.batch_size)
+        model = in_memory_format(self.supernet().extract(arch), torch.channels_last).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.finetune_lr)
+        for batch in data["finetune_batches"]:
+            optimizer.zero_grad(set_to_none=True)
+            images = data["x_train"][batch].contiguous(memory_format=torch.channels_last)
+            torch.nn.functional.cross_entropy(model(images), data["y_train"][batch]).backward()
+            optimizer.step()
+        with torch.no_grad():
+            recalibrate_batchnorm(model, data["x_calibration"].contiguous(memory_format=torch.channels_last),
+                                  self.batch_size, self._batches())  # fmt: skip
+        return model
 
     def _batches(self) -> int:
         return math.ceil(self.calibration_images / self.batch_size)
