@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 KEY = "accuracy.checkpoint"
 
 
+def finetune(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batches: torch.Tensor,
+             lr: float) -> None:  # fmt: skip
+    """Train ``model`` in place: one Adam step at ``lr`` (constant) per row of ``batches`` (indices into ``images``)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        batch_images = images[batch].contiguous(memory_format=torch.channels_last)
+        torch.nn.functional.cross_entropy(model(batch_images), labels[batch]).backward()
+        optimizer.step()
+
 
 class SupernetAccuracy(AccuracyEstimator):
     """Top-1 validation accuracy of the subnet of a trained supernet, after BatchNorm recalibration.
@@ -258,13 +269,8 @@ class SupernetAccuracy(AccuracyEstimator):
         data = self.tensors()
         if not self.finetune_steps:
             return calibrated_subnet(self.supernet(), arch, data["x_calibration"], self.batch_size)
-        model = in_memory_format(self.supernet().extract(arch), torch.channels_last).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.finetune_lr)
-        for batch in data["finetune_batches"]:
-            optimizer.zero_grad(set_to_none=True)
-            images = data["x_train"][batch].contiguous(memory_format=torch.channels_last)
-            torch.nn.functional.cross_entropy(model(images), data["y_train"][batch]).backward()
-            optimizer.step()
+        model = in_memory_format(self.supernet().extract(arch), torch.channels_last)
+        finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], self.finetune_lr)
         with torch.no_grad():
             recalibrate_batchnorm(model, data["x_calibration"].contiguous(memory_format=torch.channels_last),
                                   self.batch_size, self._batches())  # fmt: skip
@@ -276,4 +282,3 @@ class SupernetAccuracy(AccuracyEstimator):
     def _score(self, model: torch.nn.Module) -> float:
         data = self.tensors()
         return top1_accuracy(model, data["x_val"], data["y_val"])
-

@@ -1,0 +1,102 @@
+"""Does a supernet rank better after a few fine-tuning steps, and is that the inherited weights or the steps?
+
+    python bench/supernet_finetune_ranking.py --reference outputs/accuracy-report/DATE/TIME/accuracy_report.csv
+        [--checkpoint ~/.cache/nas-rl/supernets/MnasNet-OneShot-v0] [--steps 0,3,5,10,20,30] [--lr 0.001]
+        [--threads 1]
+
+Takes the architectures of an ``nas-rl-accuracy-report accuracy=supernet`` run and their stand-alone accuracy
+(its CSV's ``accuracy`` column: proxy training, mean over the reference seeds), so the costly stand-alone
+training is done once. Scores each architecture with ``accuracy=supernet`` at every ``--steps`` value of
+``finetune_steps`` (from the supernet's inherited weights), and with the same steps, batches and learning rate
+from a fresh initialisation (``build_torch_model``, seeded): the steps alone. Prints a markdown table: per
+number of steps, the mean accuracy and Kendall's tau (with a 95% bootstrap interval over the architectures) and
+Spearman's rho with the stand-alone accuracy, for both starts, the seconds per architecture of the inherited
+start, and where both starts ran, the paired bootstrap interval of their difference in tau.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, spearmanr
+from supernet_cost import default_space  # bench/supernet_cost.py
+
+from nas_rl.accuracy.proxy import recalibrate_batchnorm
+from nas_rl.data.datasets import load_digits
+from nas_rl.models.torch_builder import build_torch_model
+from nas_rl.supernet.estimator import SupernetAccuracy, finetune
+from nas_rl.supernet.network import in_memory_format, top1_accuracy
+
+
+def from_scratch(estimator: SupernetAccuracy, arch) -> float:  # noqa: ANN001
+    """The estimator's fine-tuning and scoring, started from a seeded fresh network instead of the supernet."""
+    data = estimator.tensors()
+    torch.manual_seed(0)
+    model = in_memory_format(build_torch_model(arch), torch.channels_last)
+    finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], estimator.finetune_lr)
+    with torch.no_grad():
+        images = data["x_calibration"].contiguous(memory_format=torch.channels_last)
+        recalibrate_batchnorm(model, images, estimator.batch_size, len(images))
+    return top1_accuracy(model, data["x_val"], data["y_val"])
+
+
+def bootstrap_taus(scores: list[float], reference: list[float], resamples: int = 2000) -> np.ndarray:
+    """Kendall's tau on ``resamples`` resamplings of the architectures (the same seeded ones for every call)."""
+    picks = np.random.default_rng(0).integers(0, len(scores), (resamples, len(scores)))
+    a, b = np.asarray(scores), np.asarray(reference)
+    return np.array([kendalltau(a[pick], b[pick])[0] for pick in picks])
+
+
+def interval(values: np.ndarray) -> str:
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return f"[{low:+.2f}, {high:+.2f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="an accuracy report's accuracy_report.csv")
+    parser.add_argument("--checkpoint", default=str(Path.home() / ".cache/nas-rl/supernets/MnasNet-OneShot-v0"))
+    parser.add_argument("--steps", default="0,3,5,10,20,30")
+    parser.add_argument("--scratch-steps", default="0,10,30", help="the steps also run from a fresh initialisation")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    space = default_space()
+    data = load_digits(resolution=space.resolution)
+    rows = [row for row in csv.DictReader(args.reference.open()) if row["accuracy"]]
+    archs, reference = [space.parse(row["arch"]) for row in rows], [float(row["accuracy"]) for row in rows]
+    steps = [int(s) for s in args.steps.split(",")]
+    scratch_steps = [int(s) for s in args.scratch_steps.split(",")]
+    print(f"{len(archs)} architectures of {args.reference}; Adam lr {args.lr}, {args.threads} thread(s)\n")
+    print("| fine-tuning steps | start | mean accuracy | Kendall tau [95%] | Spearman rho | s/arch |")
+    print("|---:|---|---:|---|---:|---:|")
+    differences = []
+    for count in steps:  # each count's batches are the first `count` of the same seeded stream
+        estimator = SupernetAccuracy(args.checkpoint, space, data, finetune_steps=count, finetune_lr=args.lr,
+                                     threads=args.threads)  # fmt: skip
+        estimator.accuracy(archs[0])  # loads the supernet once, as a search does
+        start = time.perf_counter()
+        inherited = [estimator.accuracy(arch) for arch in archs]
+        seconds = (time.perf_counter() - start) / len(archs)
+        starts = [("inherited", inherited, f"{seconds:.2f}")]
+        if count in scratch_steps:
+            starts.append(("fresh", [from_scratch(estimator, arch) for arch in archs], ""))
+        for name, scores, cell in starts:
+            tau = kendalltau(scores, reference)[0]
+            print(f"| {count} | {name} | {np.mean(scores):.3f} | {tau:+.3f} {interval(bootstrap_taus(scores, reference))} "
+                  f"| {spearmanr(scores, reference)[0]:+.3f} | {cell} |", flush=True)  # fmt: skip
+        if len(starts) == 2:
+            gap = bootstrap_taus(starts[0][1], reference) - bootstrap_taus(starts[1][1], reference)
+            differences.append(f"- {count} steps: tau inherited - fresh {np.nanmean(gap):+.3f} {interval(gap)}")
+    print("\nPaired bootstrap (the same resampled architectures for both starts):")
+    print("\n".join(differences))
+
+
+if __name__ == "__main__":
+    main()
