@@ -6,10 +6,11 @@
 Both estimators score architectures drawn from the default search's space (MnasNet space, 32x32, digits;
 ``envs/MnasNet-v0.yaml``) with the same torch threads: the supernet slices, recalibrates BatchNorm on
 ``--calibration-images`` training images and scores the validation split; proxy training trains each
-architecture for the default 2 epochs (``conf/accuracy/proxy.yaml``). The supernet is scored once per
-``--finetune-steps`` value (``accuracy.finetune_steps``: Adam steps from the inherited weights before scoring).
-The supernet is loaded before timing (a search loads it once). Prints a markdown table: median and 90th percentile seconds per architecture, and
-the speed-up (proxy median / supernet median). Run it on an otherwise idle machine.
+architecture for the default 2 epochs (``conf/accuracy/proxy.yaml``). The supernet scores them once per
+``--finetune-steps`` value (``accuracy.finetune_steps``: Adam steps from the inherited weights before scoring),
+and is loaded before timing (a search loads it once). Prints a markdown table: median and 90th percentile
+seconds per architecture, and the speed-up (proxy median / that row's median). Run it on an otherwise idle
+machine.
 """
 
 from __future__ import annotations

@@ -74,9 +74,10 @@ class SupernetAccuracy(AccuracyEstimator):
     :param finetune_steps: Adam steps (at ``finetune_lr``, constant) on ``batch_size`` training images each, fixed
         and seeded by ``seed``, that every architecture's subnet is trained for before it is recalibrated and
         scored (0: scored as sliced).
-    :param finetune_epochs: epochs :meth:`train` fine-tunes the extracted network for before export (0: none;
-        :meth:`accuracy` never fine-tunes).
-    :param finetune_lr: Adam learning rate of fine-tuning (cosine-annealed to 0).
+    :param finetune_epochs: epochs :meth:`train` fine-tunes the scored network for before export (0: none;
+        :meth:`accuracy` does not use them).
+    :param finetune_lr: Adam learning rate of the export's fine-tuning (cosine-annealed to 0) and of the
+        ``finetune_steps`` (constant).
     :param seed: seeds the batch order of fine-tuning.
     :param threads: torch intra-op threads (0 = torch's default; 1 holds up on a shared machine).
     """
