@@ -2,7 +2,7 @@
 
     python bench/supernet_finetune_ranking.py --reference outputs/accuracy-report/DATE/TIME/accuracy_report.csv
         [--checkpoint ~/.cache/nas-rl/supernets/MnasNet-OneShot-v0] [--steps 0,3,5,10,20,30] [--lr 0.001]
-        [--threads 1]
+        [--batch-size 64] [--threads 1]
 
 Takes the architectures of an ``nas-rl-accuracy-report accuracy=supernet`` run and their stand-alone accuracy
 (its CSV's ``accuracy`` column: proxy training, mean over the reference seeds), so the costly stand-alone
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", default="0,3,5,10,20,30")
     parser.add_argument("--scratch-steps", default="0,10,30", help="the steps also run from a fresh initialisation")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per fine-tuning step (and recalibration)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,14 +73,15 @@ def main() -> None:
     rows = [row for row in csv.DictReader(args.reference.open()) if row["accuracy"]]
     archs, reference = [space.parse(row["arch"]) for row in rows], [float(row["accuracy"]) for row in rows]
     steps = [int(s) for s in args.steps.split(",")]
-    scratch_steps = [int(s) for s in args.scratch_steps.split(",")]
-    print(f"{len(archs)} architectures of {args.reference}; Adam lr {args.lr}, {args.threads} thread(s)\n")
+    scratch_steps = [int(s) for s in args.scratch_steps.split(",") if s]
+    print(f"{len(archs)} architectures of {args.reference}; Adam lr {args.lr}, batches of {args.batch_size}, "
+          f"{args.threads} thread(s)\n")  # fmt: skip
     print("| fine-tuning steps | start | mean accuracy | Kendall tau [95%] | Spearman rho | s/arch |")
     print("|---:|---|---:|---|---:|---:|")
     differences = []
     for count in steps:  # each count's batches are the first `count` of the same seeded stream
         estimator = SupernetAccuracy(args.checkpoint, space, data, finetune_steps=count, finetune_lr=args.lr,
-                                     threads=args.threads)  # fmt: skip
+                                     batch_size=args.batch_size, threads=args.threads)  # fmt: skip
         estimator.accuracy(archs[0])  # loads the supernet once, as a search does
         start = time.perf_counter()
         inherited = [estimator.accuracy(arch) for arch in archs]
