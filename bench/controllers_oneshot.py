@@ -2,7 +2,7 @@
 
     python bench/controllers_oneshot.py [--controllers mnasnet,random,evolution] [--seeds 10] [--first-seed 100]
                                         [--budget 500] [--checkpoints 100,250,500] [--store FILE] [--out DIR]
-                                        [--threads 1] [--workers 0]
+                                        [--threads 1] [--workers 0] [--accuracy JSON]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -12,6 +12,8 @@ architecture one run evaluated is a cache hit for the next, which changes no rew
 ``oneshot.json`` (every run's rewards and best architecture). Torch (the supernet's scoring) runs with ``--threads``
 threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes instead
 (``cluster=dask``), with the controllers keeping N architectures in evaluation at once (``controller.n_envs=N``).
+``--accuracy '{"finetune_steps": 5, "batch_size": 32, "finetune_lr": 0.003}'`` merges settings into the spec's
+accuracy section (there, the fine-tuning steps that make the supernet rank).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from nas_rl.evaluation.cluster import DaskExecutor
 ENV_ID = "nas_rl/MnasNet-OneShot-v0"
 
 
-def run_one(name: str, seed: int, budget: int, store: str, threads: int, executor: Any = None) -> dict[str, Any]:
+def run_one(name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any], executor: Any = None
+            ) -> dict[str, Any]:  # fmt: skip
     """One search: every evaluation's reward and architecture, and the wall time."""
-    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy={"threads": threads}, executor=executor))
+    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy=accuracy, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens)
     if executor is not None:
@@ -83,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/oneshot"))
     parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: in this one)")
+    parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
     args = parser.parse_args()
     import torch
 
@@ -92,9 +96,9 @@ def main() -> None:
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     executor = DaskExecutor(workers=args.workers, threads_per_worker=1) if args.workers else None
-    threads = 1 if executor else args.threads
+    accuracy = {**args.accuracy, "threads": 1 if executor else args.threads}
     try:
-        results = {name: [run_one(name, seed, args.budget, args.store, threads, executor)
+        results = {name: [run_one(name, seed, args.budget, args.store, accuracy, executor)
                           for seed in range(args.first_seed, args.first_seed + args.seeds)]
                    for name in args.controllers.split(",")}  # fmt: skip
     finally:

@@ -202,9 +202,10 @@ def _evaluator(env: gym.Env) -> Evaluator | None:
 def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:
     """``env`` and ``n_envs - 1`` copies of it for a one-process vector env (SB3 refuses one instance twice).
 
-    The copies share ``env``'s evaluator and search space, so every slot writes to the same store (an
-    in-memory one included) and answers with the same estimators; only the episode state (tokens, position,
-    random generator) is per slot. The slots are stepped one after another, so sharing is safe.
+    The copies share ``env``'s evaluator, its executor and the search space, so every slot writes to the same
+    store (an in-memory one included) and answers with the same estimators; only the episode state (tokens,
+    position, random generator) is per slot. The slots are stepped one after another, so sharing is safe. (The
+    executor is reachable apart from the evaluator too: ``gym.make(id, executor=...)`` keeps it in ``env.unwrapped.spec.kwargs``.)
     """
     shared = {}
     for name in ("evaluator", "search_space"):
@@ -212,6 +213,8 @@ def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:
             shared[name] = env.get_wrapper_attr(name)
         except AttributeError:  # an env other than nas-rl's: plain copies
             pass
+    if "evaluator" in shared:
+        shared["executor"] = shared["evaluator"].executor
     return [env] + [copy.deepcopy(env, {id(part): part for part in shared.values()}) for _ in range(n_envs - 1)]
 
 
