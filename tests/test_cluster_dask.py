@@ -167,7 +167,7 @@ def test_gym_make_takes_an_executor_and_its_workers_evaluate(executor: DaskExecu
     evaluated = traced(trace)
     assert sorted(arch for _, arch in evaluated) == sorted(info["arch"] for info in seen)
     assert os.getpid() not in {pid for pid, _ in evaluated}
-    # An SB3 controller copies the env into n_envs slots; env.spec holds the executor, which is shared, not copied.
+    # An SB3 controller copies the env into n_envs slots; the env's spec holds the executor: shared, not copied.
     env = gym.make("nas_rl/MnasNet-v0", executor=executor, accuracy=traced_accuracy(trace), latency=CHANNEL_LATENCY)
     assert env.unwrapped.spec.kwargs["executor"] is executor
     seen = maskable_ppo(env, budget=4)

@@ -205,7 +205,8 @@ def _dummy_slots(env: gym.Env, n_envs: int) -> list[gym.Env]:
     The copies share ``env``'s evaluator, its executor and the search space, so every slot writes to the same
     store (an in-memory one included) and answers with the same estimators; only the episode state (tokens,
     position, random generator) is per slot. The slots are stepped one after another, so sharing is safe. (The
-    executor is reachable apart from the evaluator too: ``gym.make(id, executor=...)`` keeps it in ``env.unwrapped.spec.kwargs``.)
+    executor is reachable apart from the evaluator too: ``gym.make(id, executor=...)`` keeps it in
+    ``env.unwrapped.spec.kwargs``.)
     """
     shared = {}
     for name in ("evaluator", "search_space"):
