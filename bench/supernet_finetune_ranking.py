@@ -26,10 +26,9 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 from supernet_cost import default_space  # bench/supernet_cost.py
 
-from nas_rl.accuracy.proxy import recalibrate_batchnorm
 from nas_rl.data.datasets import load_digits
 from nas_rl.models.torch_builder import build_torch_model
-from nas_rl.supernet.estimator import SupernetAccuracy, finetune
+from nas_rl.supernet.estimator import SupernetAccuracy
 from nas_rl.supernet.network import in_memory_format, top1_accuracy
 
 
@@ -37,11 +36,7 @@ def from_scratch(estimator: SupernetAccuracy, arch) -> float:  # noqa: ANN001
     """The estimator's fine-tuning and scoring, started from a seeded fresh network instead of the supernet."""
     data = estimator.tensors()
     torch.manual_seed(0)
-    model = in_memory_format(build_torch_model(arch), torch.channels_last)
-    finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], estimator.finetune_lr)
-    with torch.no_grad():
-        images = data["x_calibration"].contiguous(memory_format=torch.channels_last)
-        recalibrate_batchnorm(model, images, estimator.batch_size, len(images))
+    model = estimator.finetuned(in_memory_format(build_torch_model(arch), torch.channels_last))
     return top1_accuracy(model, data["x_val"], data["y_val"])
 
 

@@ -270,7 +270,12 @@ class SupernetAccuracy(AccuracyEstimator):
         data = self.tensors()
         if not self.finetune_steps:
             return calibrated_subnet(self.supernet(), arch, data["x_calibration"], self.batch_size)
-        model = in_memory_format(self.supernet().extract(arch), torch.channels_last)
+        return self.finetuned(in_memory_format(self.supernet().extract(arch), torch.channels_last))
+
+    def finetuned(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` (channels-last) after the ``finetune_steps`` steps and the BatchNorm recalibration, in place;
+        :meth:`accuracy` applies it to each sliced subnet (a bench, to fresh networks for comparison)."""
+        data = self.tensors()
         finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], self.finetune_lr)
         with torch.no_grad():
             recalibrate_batchnorm(model, data["x_calibration"].contiguous(memory_format=torch.channels_last),
