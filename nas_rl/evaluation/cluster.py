@@ -251,6 +251,10 @@ class DaskExecutor(Executor):
         tasks.check_targets(plain, self.allow_targets, key, "cluster.allow_targets")
         self._configs[id(role)] = (role, plain, tasks.config_digest(plain))
 
+    def _config(self, role: Any, what: str) -> dict[str, Any]:
+        """The config ``role`` was built from (:meth:`describe_role`): what the workers build it from."""
+        return self._described(role, what)[0]
+
     def _described(self, role: Any, what: str) -> tuple[dict[str, Any], str]:
         """The config ``role`` was built from and its digest, as :meth:`describe_role` recorded them: what the
         workers build it from."""
