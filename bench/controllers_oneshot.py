@@ -1,19 +1,20 @@
-"""Controllers on nas_rl/MnasNet-OneShot-v0: the best reward found after a budget of architectures, over seeds.
+"""Controllers on nas_rl/MnasNet-OneShot-v1: the best reward found after a budget of architectures, over seeds.
 
-    python bench/controllers_oneshot.py [--controllers mnasnet,random,evolution] [--seeds 10] [--first-seed 100]
-                                        [--budget 500] [--checkpoints 100,250,500] [--store FILE] [--out DIR]
-                                        [--threads 1] [--workers 0] [--accuracy JSON]
+    python bench/controllers_oneshot.py [--env nas_rl/MnasNet-OneShot-v1] [--controllers mnasnet,random,evolution]
+                                        [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
+                                        [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
 each checkpoint, the best reward found so far (mean over seeds, 95% t-interval) and the regret against the best
-reward any run found. Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
+reward any run found. Runs go seed by seed, every controller at each seed, and ``--out`` is rewritten after
+each run, so a stopped bench keeps what it finished (and a rerun with the same store redoes it from cache hits).
+Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
 architecture one run evaluated is a cache hit for the next, which changes no reward. ``--out`` gets
 ``oneshot.json`` (every run's rewards and best architecture). Torch (the supernet's scoring) runs with ``--threads``
 threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes instead
 (``cluster=dask``), with the controllers keeping N architectures in evaluation at once (``controller.n_envs=N``).
-``--accuracy '{"finetune_steps": 5, "batch_size": 32, "finetune_lr": 0.003}'`` merges settings into the spec's
-accuracy section (there, the fine-tuning steps that make the supernet rank).
+``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy section.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ from controllers import TimedEnv, controller_config, interval  # bench/controlle
 from nas_rl.config import build
 from nas_rl.evaluation.cluster import DaskExecutor
 
-ENV_ID = "nas_rl/MnasNet-OneShot-v0"
 
-
-def run_one(name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any], executor: Any = None
-            ) -> dict[str, Any]:  # fmt: skip
+def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
+            executor: Any = None) -> dict[str, Any]:  # fmt: skip
     """One search: every evaluation's reward and architecture, and the wall time."""
-    env = TimedEnv(gym.make(ENV_ID, store=store, accuracy=accuracy, executor=executor))
+    env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens)
     if executor is not None:
@@ -77,6 +76,7 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="nas_rl/MnasNet-OneShot-v1", help="a registered one-shot id")
     parser.add_argument("--controllers", default="mnasnet,random,evolution")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=100)
@@ -97,18 +97,21 @@ def main() -> None:
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     executor = DaskExecutor(workers=args.workers, threads_per_worker=1) if args.workers else None
     accuracy = {**args.accuracy, "threads": 1 if executor else args.threads}
+    names = args.controllers.split(",")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        results = {name: [run_one(name, seed, args.budget, args.store, accuracy, executor)
-                          for seed in range(args.first_seed, args.first_seed + args.seeds)]
-                   for name in args.controllers.split(",")}  # fmt: skip
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for name in names:
+                results[name].append(run_one(args.env, name, seed, args.budget, args.store, accuracy, executor))
+                best = max(max(r["rewards"]) for runs in results.values() for r in runs)
+                (args.out / "oneshot.json").write_text(json.dumps({"env": args.env, "best": best, "runs": results}))
+                print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
     finally:
         if executor is not None:
             executor.close()
-    best = max(max(r["rewards"]) for runs in results.values() for r in runs)
-    print(f"{ENV_ID}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
+    print(f"\n{args.env}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
     print(markdown(results, checkpoints, best))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "oneshot.json").write_text(json.dumps({"best": best, "runs": results}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/supernet_finetune_ranking.py --reference outputs/accuracy-report/DATE/TIME/accuracy_report.csv
         [--checkpoint ~/.cache/nas-rl/supernets/MnasNet-OneShot-v0] [--steps 0,3,5,10,20,30] [--lr 0.001]
-        [--batch-size 64] [--threads 1]
+        [--batch-size 64] [--calibration-images 256] [--from-stage 0] [--threads 1]
 
 Takes the architectures of an ``nas-rl-accuracy-report accuracy=supernet`` run and their stand-alone accuracy
 (its CSV's ``accuracy`` column: proxy training, mean over the reference seeds), so the costly stand-alone
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--scratch-steps", default="0,10,30", help="the steps also run from a fresh initialisation")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64, help="images per fine-tuning step (and recalibration)")
+    parser.add_argument("--calibration-images", type=int, default=256, help="accuracy.calibration_images")
+    parser.add_argument("--from-stage", type=int, default=0, help="accuracy.finetune_from_stage: earlier stages frozen")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,13 +72,16 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     scratch_steps = [int(s) for s in args.scratch_steps.split(",") if s]
     print(f"{len(archs)} architectures of {args.reference}; Adam lr {args.lr}, batches of {args.batch_size}, "
+          f"{args.calibration_images} calibration images, stem and stages before {args.from_stage} frozen, "
           f"{args.threads} thread(s)\n")  # fmt: skip
     print("| fine-tuning steps | start | mean accuracy | Kendall tau [95%] | Spearman rho | s/arch |")
     print("|---:|---|---:|---|---:|---:|")
     differences = []
     for count in steps:  # each count's batches are the first `count` of the same seeded stream
         estimator = SupernetAccuracy(args.checkpoint, space, data, finetune_steps=count, finetune_lr=args.lr,
-                                     batch_size=args.batch_size, threads=args.threads)  # fmt: skip
+                                     batch_size=args.batch_size, threads=args.threads,
+                                     calibration_images=args.calibration_images,
+                                     finetune_from_stage=args.from_stage)  # fmt: skip
         estimator.accuracy(archs[0])  # loads the supernet once, as a search does
         start = time.perf_counter()
         inherited = [estimator.accuracy(arch) for arch in archs]

@@ -341,11 +341,36 @@ def test_a_few_finetuning_steps_before_scoring_are_deterministic_and_leave_the_s
     with torch.no_grad():
         predicted = model(data["x_val"]).argmax(1)
     assert abs(float((predicted == data["y_val"]).float().mean()) - scores[0]) < 1e-6
-    assert tuned.fingerprint()["finetune"] == {"steps": 5, "lr": 0.01, "seed": 0}
+    assert tuned.fingerprint()["finetune"] == {"steps": 5, "lr": 0.01, "seed": 0, "from_stage": 0}
     assert "finetune" not in plain.fingerprint()  # stores of scores as sliced keep their keys
     with pytest.raises(ConfigError) as error:
         estimator(out, finetune_steps=-1)
     assert_one_line(error, "finetune_steps", "-1", "an integer >= 0")
+
+
+def test_finetuning_from_a_stage_keeps_the_stem_and_earlier_stages_as_inherited(
+    trained: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = trained
+    arch = tiny_space().sample_arch(np.random.default_rng(3))
+    stages = len(tiny_space().base_widths)
+    frozen = estimator(out, finetune_steps=3, finetune_lr=0.01, finetune_from_stage=1)
+    sliced, tuned = frozen.supernet().extract(arch), frozen.subnet(arch)
+    weights = dict(sliced.named_parameters())
+
+    def kept(prefix: str) -> bool:
+        return all(torch.equal(p, weights[name]) for name, p in tuned.named_parameters() if name.startswith(prefix))
+
+    assert kept("stem.") and kept("stages.0.")
+    assert not kept("stages.1.") and not kept("classifier.")  # the later layers train
+    assert all(p.requires_grad for p in tuned.parameters())  # an export still fine-tunes every layer
+    everything = estimator(out, finetune_steps=3, finetune_lr=0.01)
+    assert frozen.fingerprint()["finetune"]["from_stage"] == 1 and frozen.fingerprint() != everything.fingerprint()
+    assert 0.0 <= frozen.accuracy(arch) <= 1.0
+    assert estimator(out, finetune_steps=3, finetune_lr=0.01, finetune_from_stage=1).accuracy(arch) == frozen.accuracy(arch)
+    with pytest.raises(ConfigError) as error:
+        estimator(out, finetune_from_stage=stages + 1)
+    assert_one_line(error, "finetune_from_stage", str(stages + 1), f"an integer from 0 to {stages}")
 
 
 def test_supernet_of_another_space_or_dataset_is_refused_naming_both(trained: tuple[Path, dict[str, Any]]) -> None:

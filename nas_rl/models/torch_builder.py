@@ -160,7 +160,7 @@ class Network(nn.Module):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
-def build_torch_model(arch: ArchSpec, initialise: bool = True) -> nn.Module:
+def build_torch_model(arch: ArchSpec, initialise: bool = True) -> Network:
     """The trainable torch network of ``arch``; takes NCHW float input of any resolution, returns logits.
 
     ``initialise=False`` skips the weight initialisation, for a caller that replaces every tensor (on the meta

@@ -27,6 +27,7 @@ from nas_rl.accuracy.proxy import ProxyTraining, recalibrate_batchnorm, torch_th
 from nas_rl.arch import ArchSpec
 from nas_rl.data.datasets import SplitDataset, calibration_images
 from nas_rl.errors import ConfigError, require
+from nas_rl.models.torch_builder import Network
 from nas_rl.spaces.mnasnet import MnasNetSpace
 from nas_rl.supernet.checkpoint import (
     CARD_NAME,
@@ -45,16 +46,26 @@ log = logging.getLogger(__name__)
 KEY = "accuracy.checkpoint"
 
 
-def finetune(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batches: torch.Tensor,
-             lr: float) -> None:  # fmt: skip
-    """Train ``model`` in place: one Adam step at ``lr`` (constant) per row of ``batches`` (indices into ``images``)."""
+def finetune(model: Network, images: torch.Tensor, labels: torch.Tensor, batches: torch.Tensor, lr: float,
+             from_stage: int = 0) -> None:  # fmt: skip
+    """Train ``model`` in place: one Adam step at ``lr`` (constant) per row of ``batches`` (indices into ``images``).
+
+    With ``from_stage`` > 0 the stem and the stages before it keep their weights: the backward pass stops there,
+    which saves the costly high-resolution layers (and ranks as well on the default space; README).
+    """
+    frozen = [model.stem, *list(model.stages)[:from_stage]] if from_stage else []
+    for part in frozen:
+        part.requires_grad_(False)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=lr, fused=True)  # fused: one kernel for all tensors, ~10% faster here
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
         batch_images = images[batch].contiguous(memory_format=torch.channels_last)
         torch.nn.functional.cross_entropy(model(batch_images), labels[batch]).backward()
         optimizer.step()
+    for part in frozen:
+        part.requires_grad_(True)  # an export fine-tunes the whole network
 
 
 class SupernetAccuracy(AccuracyEstimator):
@@ -74,6 +85,8 @@ class SupernetAccuracy(AccuracyEstimator):
     :param finetune_steps: Adam steps (at ``finetune_lr``, constant) on ``batch_size`` training images each, fixed
         and seeded by ``seed``, that every architecture's subnet is trained for before it is recalibrated and
         scored (0: scored as sliced).
+    :param finetune_from_stage: the stem and the stages (blocks) before this one keep their inherited weights
+        during the ``finetune_steps`` (0: every layer trains).
     :param finetune_epochs: epochs :meth:`train` fine-tunes the scored network for before export (0: none;
         :meth:`accuracy` does not use them).
     :param finetune_lr: Adam learning rate of the export's fine-tuning (cosine-annealed to 0) and of the
@@ -93,6 +106,7 @@ class SupernetAccuracy(AccuracyEstimator):
         finetune_epochs: int = 0,
         finetune_lr: float = 1e-3,
         finetune_steps: int = 0,
+        finetune_from_stage: int = 0,
         seed: int = 0,
         threads: int = 1,
         train_missing: Recipe | None = None,
@@ -104,6 +118,9 @@ class SupernetAccuracy(AccuracyEstimator):
                   "finetune_steps": finetune_steps}  # fmt: skip
         for key, low in lowest.items():
             require(is_int(values[key]) and values[key] >= low, key, values[key], f"an integer >= {low}")
+        stages = len(getattr(search_space, "base_widths", ()))
+        require(is_int(finetune_from_stage) and 0 <= finetune_from_stage <= stages, "finetune_from_stage",
+                finetune_from_stage, f"an integer from 0 to {stages} (the space's blocks)")  # fmt: skip
         require(finetune_lr > 0 and math.isfinite(finetune_lr), "finetune_lr", finetune_lr, "a finite number > 0")
         if not isinstance(search_space, MnasNetSpace):
             raise ConfigError(f"accuracy=supernet covers the MnasNet search space, not {type(search_space).__name__}: "
@@ -112,7 +129,7 @@ class SupernetAccuracy(AccuracyEstimator):
         self.calibration_images, self.calibration_seed = int(calibration_images), int(calibration_seed)
         self.batch_size, self.seed, self.threads = int(batch_size), int(seed), int(threads)
         self.finetune_epochs, self.finetune_lr = int(finetune_epochs), float(finetune_lr)
-        self.finetune_steps = int(finetune_steps)
+        self.finetune_steps, self.finetune_from_stage = int(finetune_steps), int(finetune_from_stage)
         self.checkpoint_path, self.card_path = checkpoint_paths(checkpoint)
         self.train_missing = train_missing
         self._card: dict[str, Any] | None = None
@@ -194,7 +211,8 @@ class SupernetAccuracy(AccuracyEstimator):
             },  # fmt: skip
         }
         if self.finetune_steps:  # only when used, so stores of scores as sliced keep their keys
-            fingerprint["finetune"] = {"steps": self.finetune_steps, "lr": self.finetune_lr, "seed": self.seed}
+            fingerprint["finetune"] = {"steps": self.finetune_steps, "lr": self.finetune_lr, "seed": self.seed,
+                                       "from_stage": self.finetune_from_stage}  # fmt: skip
         return fingerprint
 
     def __getstate__(self) -> dict[str, Any]:
@@ -272,11 +290,12 @@ class SupernetAccuracy(AccuracyEstimator):
             return calibrated_subnet(self.supernet(), arch, data["x_calibration"], self.batch_size)
         return self.finetuned(in_memory_format(self.supernet().extract(arch), torch.channels_last))
 
-    def finetuned(self, model: torch.nn.Module) -> torch.nn.Module:
+    def finetuned(self, model: Network) -> Network:
         """``model`` (channels-last) after the ``finetune_steps`` steps and the BatchNorm recalibration, in place;
         :meth:`accuracy` applies it to each sliced subnet (a bench, to fresh networks for comparison)."""
         data = self.tensors()
-        finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], self.finetune_lr)
+        finetune(model, data["x_train"], data["y_train"], data["finetune_batches"], self.finetune_lr,
+                 self.finetune_from_stage)  # fmt: skip
         with torch.no_grad():
             recalibrate_batchnorm(model, data["x_calibration"].contiguous(memory_format=torch.channels_last),
                                   self.batch_size, self._batches())  # fmt: skip

@@ -14,7 +14,7 @@ export).
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from nas_rl.supernet.elastic import ELASTIC_LAYERS, ElasticConvBn, ElasticLayer,
 SMALLEST_OP = ("ds", 1)
 LARGEST_OP = ("ir", max(e for op, e in CONV_OPS if op == "ir"))
 EVAL_BATCH = 256
+M = TypeVar("M", bound=nn.Module)
 
 
 class SuperNet(nn.Module):
@@ -110,7 +111,7 @@ class SuperNet(nn.Module):
         state.update(prefixed("classifier", dict(self.classifier.named_parameters())))
         return state
 
-    def extract(self, arch: ArchSpec) -> nn.Module:
+    def extract(self, arch: ArchSpec) -> Network:
         """The stand-alone network of ``arch`` (``build_torch_model``) holding copies of its sliced weights."""
         with torch.device("meta"):  # no memory and no initialisation: every tensor is replaced below
             model = build_torch_model(arch, initialise=False)
@@ -143,7 +144,7 @@ class SuperNet(nn.Module):
         return self.space.decode(self.tokens("smallest"))
 
 
-def in_memory_format(module: nn.Module, memory_format: torch.memory_format) -> nn.Module:
+def in_memory_format(module: M, memory_format: torch.memory_format) -> M:
     """``module`` with its 4-d weights in ``memory_format`` (in place)."""
     return module.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch stubs lack memory_format
 
