@@ -3,18 +3,23 @@
     python bench/controllers_oneshot.py [--env nas_rl/MnasNet-OneShot-v1] [--controllers mnasnet,random,evolution]
                                         [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
                                         [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
+                                        [--table]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
-each checkpoint, the best reward found so far (mean over seeds, 95% t-interval) and the regret against the best
-reward any run found. Runs go seed by seed, every controller at each seed, and ``--out`` is rewritten after
-each run, so a stopped bench keeps what it finished (and a rerun with the same store redoes it from cache hits).
-Evaluations are deterministic, so all runs share one evaluation store (``--store``): an
-architecture one run evaluated is a cache hit for the next, which changes no reward. ``--out`` gets
-``oneshot.json`` (every run's rewards and best architecture). Torch (the supernet's scoring) runs with ``--threads``
-threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes instead
-(``cluster=dask``), with the controllers keeping N architectures in evaluation at once (``controller.n_envs=N``).
-``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy section.
+each checkpoint, the best reward found so far (mean over seeds, 95% t-interval), the regret against the best
+reward any run found, and the mean reward of each run's last 100 proposals (has the controller learnt to
+propose better architectures?).
+
+Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's rewards and
+best architecture) is rewritten after each run, so a stopped bench keeps what it finished; ``--table`` prints
+the table of those runs and runs nothing. Evaluations are deterministic, so all runs share one evaluation store
+(``--store``): an architecture one run evaluated is a cache hit for the next, which changes no reward (and a
+rerun with the same store redoes finished runs from cache hits). Torch (the supernet's scoring) runs with
+``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
+instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
+(``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
+section.
 """
 
 from __future__ import annotations
@@ -57,20 +62,26 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     return {"rewards": rewards, "best_arch": archs[best], "seconds": seconds, "env_seconds": env.seconds}
 
 
+def cell(values: np.ndarray) -> str:
+    mean, low, high = interval(values)
+    return f"{mean:.4f}" + ("" if np.isnan(low) else f" [{low:.4f}, {high:.4f}]")
+
+
 def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float) -> str:
+    """Per controller: the best reward found at each checkpoint, the regret at the last, the mean reward of the
+    last 100 proposals (whether the controller has learnt to propose better architectures) and the time."""
     head = " | ".join(f"best @{c}" for c in checkpoints)
-    lines = [f"| controller | {head} | regret @{checkpoints[-1]} | s/architecture |",
-             "|---|" + "---:|" * (len(checkpoints) + 2)]  # fmt: skip
+    lines = [f"| controller | runs | {head} | regret @{checkpoints[-1]} | mean of the last 100 | s/architecture |",
+             "|---|---:|" + "---:|" * (len(checkpoints) + 3)]  # fmt: skip
     for name, runs in results.items():
+        if not runs:
+            continue
         found = np.stack([np.maximum.accumulate(r["rewards"]) for r in runs])
-        cells = []
-        for c in checkpoints:
-            mean, low, high = interval(found[:, c - 1])
-            cells.append(f"{mean:.4f}" + ("" if np.isnan(low) else f" [{low:.4f}, {high:.4f}]"))
-        regret = interval(best - found[:, checkpoints[-1] - 1])
+        cells = [cell(found[:, c - 1]) for c in checkpoints]
+        regret = cell(best - found[:, checkpoints[-1] - 1])
+        recent = cell(np.array([np.mean(r["rewards"][-100:]) for r in runs]))
         seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
-        lines.append(f"| {name} | {' | '.join(cells)} | {regret[0]:.4f} [{regret[1]:.4f}, {regret[2]:.4f}] | "
-                     f"{seconds:.3f} |")  # fmt: skip
+        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {seconds:.3f} |")
     return "\n".join(lines)
 
 
@@ -87,14 +98,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/oneshot"))
     parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: in this one)")
     parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
+    parser.add_argument("--table", action="store_true", help="only print the table of --out's finished runs")
     args = parser.parse_args()
+    checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
+    if args.table:
+        finished = json.loads((args.out / "oneshot.json").read_text())
+        print(markdown(finished["runs"], checkpoints, finished["best"]))
+        return
     import torch
 
     import nas_rl  # noqa: F401  (registers the ids)
 
     torch.set_num_threads(args.threads)
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
-    checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     executor = DaskExecutor(workers=args.workers, threads_per_worker=1) if args.workers else None
     accuracy = {**args.accuracy, "threads": 1 if executor else args.threads}
     names = args.controllers.split(",")

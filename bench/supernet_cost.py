@@ -2,7 +2,7 @@
 
     python bench/supernet_cost.py [--checkpoint outputs/supernets/mnasnet-digits] [--archs 40] [--proxy 4]
                                   [--threads 1] [--calibration-images 256] [--finetune-steps 0,10]
-                                  [--batch-size 64]
+                                  [--batch-size 64] [--lr 0.001] [--from-stage 0]
 
 Both estimators score architectures drawn from the default search's space (MnasNet space, 32x32, digits;
 ``envs/MnasNet-v0.yaml``) with the same torch threads: the supernet slices, recalibrates BatchNorm on
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument("--finetune-steps", default="0", help="comma list: accuracy.finetune_steps values to time")
     parser.add_argument("--batch-size", type=int, default=64, help="accuracy.batch_size: images a step / a batch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="accuracy.finetune_lr")
+    parser.add_argument("--from-stage", type=int, default=0, help="accuracy.finetune_from_stage")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     space = default_space()
@@ -61,9 +63,11 @@ def main() -> None:
     rows = []
     for steps in (int(s) for s in args.finetune_steps.split(",")):
         supernet = SupernetAccuracy(args.checkpoint, space, data, calibration_images=args.calibration_images,
-                                    threads=args.threads, finetune_steps=steps, batch_size=args.batch_size)  # fmt: skip
+                                    threads=args.threads, finetune_steps=steps, batch_size=args.batch_size,
+                                    finetune_lr=args.lr, finetune_from_stage=args.from_stage)  # fmt: skip
         supernet.accuracy(archs[0])  # loads the checkpoint and prepares the data, as a search does once
         name = "accuracy=supernet" + (f", finetune_steps={steps}" if steps else "")
+        name += f", finetune_from_stage={args.from_stage}" if steps and args.from_stage else ""
         rows.append((name, seconds_each(supernet.accuracy, archs)))
     proxy = seconds_each(ProxyTraining(data, epochs=2, threads=args.threads).accuracy, archs[: args.proxy])
     rows.append(("accuracy=proxy (2 epochs)", proxy))
