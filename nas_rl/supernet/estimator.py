@@ -59,13 +59,15 @@ def finetune(model: Network, images: torch.Tensor, labels: torch.Tensor, batches
     model.train()
     trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=lr, fused=True)  # fused: one kernel for all tensors, ~10% faster here
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        batch_images = images[batch].contiguous(memory_format=torch.channels_last)
-        torch.nn.functional.cross_entropy(model(batch_images), labels[batch]).backward()
-        optimizer.step()
-    for part in frozen:
-        part.requires_grad_(True)  # an export fine-tunes the whole network
+    try:
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            batch_images = images[batch].contiguous(memory_format=torch.channels_last)
+            torch.nn.functional.cross_entropy(model(batch_images), labels[batch]).backward()
+            optimizer.step()
+    finally:
+        for part in frozen:
+            part.requires_grad_(True)  # an export fine-tunes the whole network
 
 
 class SupernetAccuracy(AccuracyEstimator):
