@@ -1,6 +1,6 @@
 """Does a supernet rank better after a few fine-tuning steps, and is that the inherited weights or the steps?
 
-    python bench/supernet_finetune_ranking.py --reference outputs/accuracy-report/DATE/TIME/accuracy_report.csv
+    python bench/supernet_finetune_ranking.py --reference bench/data/references-a.csv (or a report's CSV)
         [--checkpoint ~/.cache/nas-rl/supernets/MnasNet-OneShot-v0] [--steps 0,3,5,10,20,30] [--lr 0.001]
         [--batch-size 64] [--calibration-images 256] [--from-stage 0] [--threads 1]
 
