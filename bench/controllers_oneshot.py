@@ -3,7 +3,7 @@
     python bench/controllers_oneshot.py [--env nas_rl/MnasNet-OneShot-v1] [--controllers mnasnet,random,evolution]
                                         [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
                                         [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
-                                        [--table]
+                                        [--table] [--set KEY=VALUE ...]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -19,7 +19,7 @@ rerun with the same store redoes finished runs from cache hits). Torch (the supe
 ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
 instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
 (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
-section.
+section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs.
 """
 
 from __future__ import annotations
@@ -32,18 +32,23 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 from controllers import TimedEnv, controller_config, interval  # bench/controllers.py
+from omegaconf import OmegaConf
 
 from nas_rl.config import build
 from nas_rl.evaluation.cluster import DaskExecutor
 
 
 def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
-            executor: Any = None) -> dict[str, Any]:  # fmt: skip
+            executor: Any = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """One search: every evaluation's reward and architecture, and the wall time."""
     env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens)
+    for override in overrides:  # KEY=VALUE within the controller's config, the value read as YAML
+        key, value = override.split("=", 1)
+        OmegaConf.update(config, key, yaml.safe_load(value), merge=False)
     if executor is not None:
         config.n_envs = executor.workers
     controller = build(config, "controller")
@@ -99,6 +104,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: in this one)")
     parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
     parser.add_argument("--table", action="store_true", help="only print the table of --out's finished runs")
+    parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
     args = parser.parse_args()
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     if args.table:
@@ -119,7 +125,8 @@ def main() -> None:
     try:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
-                results[name].append(run_one(args.env, name, seed, args.budget, args.store, accuracy, executor))
+                results[name].append(run_one(args.env, name, seed, args.budget, args.store, accuracy, executor,
+                                              tuple(args.set)))
                 best = max(max(r["rewards"]) for runs in results.values() for r in runs)
                 (args.out / "oneshot.json").write_text(json.dumps({"env": args.env, "best": best, "runs": results}))
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
