@@ -120,13 +120,13 @@ class SupernetAccuracy(AccuracyEstimator):
                   "finetune_steps": finetune_steps}  # fmt: skip
         for key, low in lowest.items():
             require(is_int(values[key]) and values[key] >= low, key, values[key], f"an integer >= {low}")
-        stages = len(getattr(search_space, "base_widths", ()))
-        require(is_int(finetune_from_stage) and 0 <= finetune_from_stage <= stages, "finetune_from_stage",
-                finetune_from_stage, f"an integer from 0 to {stages} (the space's blocks)")  # fmt: skip
         require(finetune_lr > 0 and math.isfinite(finetune_lr), "finetune_lr", finetune_lr, "a finite number > 0")
         if not isinstance(search_space, MnasNetSpace):
             raise ConfigError(f"accuracy=supernet covers the MnasNet search space, not {type(search_space).__name__}: "
                               "use search_space=mnasnet")  # fmt: skip
+        stages = len(search_space.base_widths)
+        require(is_int(finetune_from_stage) and 0 <= finetune_from_stage <= stages, "finetune_from_stage",
+                finetune_from_stage, f"an integer from 0 to {stages} (the space's blocks)")  # fmt: skip
         self.space, self.dataset = search_space, dataset
         self.calibration_images, self.calibration_seed = int(calibration_images), int(calibration_seed)
         self.batch_size, self.seed, self.threads = int(batch_size), int(seed), int(threads)
