@@ -2,10 +2,10 @@
 
     python bench/controllers.py [--table NAME|FILE.npz | --synthetic] [--seeds 20] [--first-seed 100] [--budget 200]
                                 [--checkpoints 25,50,100,200] [--controllers mnasnet,ppo,...]
-                                [--target midrange|median|MS] [--rollout-archs K] [--out DIR]
+                                [--target midrange|median|MS] [--rollout-archs K] [--out DIR] [--set KEY=VALUE ...]
 
-Each controller of ``conf/controller/`` (as configured there, unless ``--rollout-archs``) searches the Tabular
-env (the fast path, no history) for ``--budget`` evaluations with seeds first..first+N-1, under the MnasNet soft reward
+Each controller of ``conf/controller/`` (as configured there, unless ``--rollout-archs`` or ``--set``) searches
+the Tabular env (the fast path, no history) for ``--budget`` evaluations with seeds first..first+N-1, under the MnasNet soft reward
 (alpha = beta = -0.07) at ``--target``: by default the middle of the table's latency range. Normalized regret
 after t evaluations = (best reward in the table - best reward found in the first t) / (best - worst reward in
 the table): 0 once the best architecture was found, 1 for the worst. The table shows its mean over seeds
@@ -69,9 +69,12 @@ def reward_target(table: Any, target: str) -> float:
     return float(target)
 
 
-def controller_config(name: str, rollout_archs: int | None, tokens: int) -> Any:
-    """The controller's composed config; with ``rollout_archs`` SB3 rollouts hold that many architectures."""
+def controller_config(name: str, rollout_archs: int | None, tokens: int, overrides: Sequence[str] = ()) -> Any:
+    """The controller's composed config; with ``rollout_archs`` SB3 rollouts hold that many architectures;
+    ``overrides`` are ``KEY=VALUE`` settings within it (``algorithm.ent_coef=0.01``), the value read as YAML."""
+    import yaml
     from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
 
     with initialize_config_module(config_module="nas_rl.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"controller={name}"])
@@ -84,14 +87,17 @@ def controller_config(name: str, rollout_archs: int | None, tokens: int) -> Any:
         algorithm.n_steps = rollout_archs * tokens
         if "batch_size" in algorithm:
             algorithm.batch_size = min(int(algorithm.batch_size), algorithm.n_steps)
+    for override in overrides:
+        key, value = override.split("=", 1)
+        OmegaConf.update(cfg.controller, key, yaml.safe_load(value), merge=False)
     return cfg.controller
 
 
 def run_one(name: str, seed: int, budget: int, table: str, target_ms: float, rollout_archs: int | None,
-            tokens: int) -> dict[str, Any]:  # fmt: skip
+            tokens: int, overrides: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """One search: every evaluation's reward, the search's wall time and the time spent in the env."""
     env = TimedEnv(gym.make("nas_rl/Tabular-v0", table=table, reward={"target_ms": target_ms}))
-    controller = build(controller_config(name, rollout_archs, tokens), "controller")
+    controller = build(controller_config(name, rollout_archs, tokens, overrides), "controller")
     rewards: list[float] = []
     start = time.perf_counter()
     controller.search(env, budget=budget, seed=seed, on_evaluation=lambda info: rewards.append(float(info["reward"])))
@@ -156,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rollout-archs", type=int, default=None, help="architectures per SB3 rollout")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/controllers"))
+    parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
     args = parser.parse_args(argv)
     names = [n for n in args.controllers.split(",") if n]
     unknown = sorted(set(names) - set(group_options("controller")))
@@ -183,8 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")  # fmt: skip
         results: dict[str, Any] = {}
         for name in names:
-            run_one(name, 0, 2, table_ref, target_ms, args.rollout_archs, tokens)  # warm-up: imports, first calls
-            runs = [run_one(name, seed, args.budget, table_ref, target_ms, args.rollout_archs, tokens)
+            run_one(name, 0, 2, table_ref, target_ms, args.rollout_archs, tokens, args.set)  # warm-up: first calls
+            runs = [run_one(name, seed, args.budget, table_ref, target_ms, args.rollout_archs, tokens, args.set)
                     for seed in range(args.first_seed, args.first_seed + args.seeds)]  # fmt: skip
             results[name] = runs
     curves = {name: np.stack([regret_curve(r["rewards"], best, worst) for r in runs]) for name, runs in results.items()}

@@ -11,9 +11,10 @@ each checkpoint, the best reward found so far (mean over seeds, 95% t-interval),
 reward any run found, and the mean reward of each run's last 100 proposals (has the controller learnt to
 propose better architectures?).
 
-Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's rewards and
-best architecture) is rewritten after each run, so a stopped bench keeps what it finished; ``--table`` prints
-the table of those runs and runs nothing. Evaluations are deterministic, so all runs share one evaluation store
+Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals
+and rewards in order) is rewritten after each run, so a stopped bench keeps what it finished, and a rerun with
+the same ``--out`` runs only the (controller, seed) pairs it lacks; ``--table`` prints the table of those runs
+and runs nothing. Evaluations are deterministic, so all runs share one evaluation store
 (``--store``): an architecture one run evaluated is a cache hit for the next, which changes no reward (and a
 rerun with the same store redoes finished runs from cache hits). Torch (the supernet's scoring) runs with
 ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
@@ -32,23 +33,19 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import yaml
 from controllers import TimedEnv, controller_config, interval  # bench/controllers.py
-from omegaconf import OmegaConf
 
 from nas_rl.config import build
+from nas_rl.envs.registry import load_spec
 from nas_rl.evaluation.cluster import DaskExecutor
 
 
 def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
             executor: Any = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """One search: every evaluation's reward and architecture, and the wall time."""
+    """One search: every proposal's reward and architecture in order, the best one, and the wall time."""
     env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
-    config = controller_config(name, None, tokens)
-    for override in overrides:  # KEY=VALUE within the controller's config, the value read as YAML
-        key, value = override.split("=", 1)
-        OmegaConf.update(config, key, yaml.safe_load(value), merge=False)
+    config = controller_config(name, None, tokens, overrides)
     if executor is not None:
         config.n_envs = executor.workers
     controller = build(config, "controller")
@@ -64,7 +61,52 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     seconds = time.perf_counter() - start
     env.close()
     best = int(np.argmax(rewards))
-    return {"rewards": rewards, "best_arch": archs[best], "seconds": seconds, "env_seconds": env.seconds}
+    return {
+        "seed": seed,
+        "rewards": rewards,
+        "archs": archs,
+        "best_arch": archs[best],
+        "seconds": seconds,
+        "env_seconds": env.seconds,
+    }
+
+
+def best_found(results: dict[str, list[dict[str, Any]]]) -> float:
+    return max(max(run["rewards"]) for runs in results.values() for run in runs)
+
+
+def decision_entropy(archs: list[str], space: Any) -> dict[str, float]:
+    """How broadly a run still samples, per decision with a choice: its entropy over ``archs`` divided by that of a
+    uniform choice (1: uniform, 0: every architecture takes the same token)."""
+    tokens = np.array([space.encode(space.parse(arch)) for arch in archs])
+    shares = {}
+    for position, decision in enumerate(space.decisions):
+        if decision.num_choices > 1:
+            counts = np.bincount(tokens[:, position])
+            p = counts[counts > 0] / len(archs)
+            shares[decision.name] = float(-(p * np.log(p)).sum() / np.log(min(decision.num_choices, len(archs))))
+    return shares
+
+
+def token_entropy(archs: list[str], space: Any) -> float:
+    """:func:`decision_entropy` averaged over the decisions."""
+    return float(np.mean(list(decision_entropy(archs, space).values())))
+
+
+def by_block(results: dict[str, list[dict[str, Any]]], space: Any) -> str:
+    """Per controller and block: the decisions' entropy over each run's last 100 proposals, mean over the block's
+    decisions and the runs; which decisions a controller has settled, and which it still samples broadly."""
+    blocks: dict[str, list[str]] = {}
+    for decision in space.decisions:
+        blocks.setdefault(decision.name.split(".")[0], []).append(decision.name)
+    lines = [f"| controller | runs | {' | '.join(blocks)} |", "|---|---:|" + "---:|" * len(blocks)]
+    for name, runs in results.items():
+        runs = [run for run in runs if "archs" in run]
+        if runs:
+            shares = [decision_entropy(run["archs"][-100:], space) for run in runs]
+            cells = [np.mean([s[d] for s in shares for d in names if d in s]) for names in blocks.values()]
+            lines.append(f"| {name} | {len(runs)} | {' | '.join(f'{c:.2f}' for c in cells)} |")
+    return "\n".join(lines)
 
 
 def cell(values: np.ndarray) -> str:
@@ -72,12 +114,14 @@ def cell(values: np.ndarray) -> str:
     return f"{mean:.4f}" + ("" if np.isnan(low) else f" [{low:.4f}, {high:.4f}]")
 
 
-def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float) -> str:
+def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float, space: Any) -> str:
     """Per controller: the best reward found at each checkpoint, the regret at the last, the mean reward of the
-    last 100 proposals (whether the controller has learnt to propose better architectures) and the time."""
+    last 100 proposals (whether the controller has learnt to propose better architectures), how broadly those
+    100 still sample (:func:`token_entropy`; runs saved without their proposals show none) and the time."""
     head = " | ".join(f"best @{c}" for c in checkpoints)
-    lines = [f"| controller | runs | {head} | regret @{checkpoints[-1]} | mean of the last 100 | s/architecture |",
-             "|---|---:|" + "---:|" * (len(checkpoints) + 3)]  # fmt: skip
+    lines = [f"| controller | runs | {head} | regret @{checkpoints[-1]} | mean of the last 100 | "
+             "token entropy of the last 100 | s/architecture |",
+             "|---|---:|" + "---:|" * (len(checkpoints) + 4)]  # fmt: skip
     for name, runs in results.items():
         if not runs:
             continue
@@ -85,8 +129,10 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
         cells = [cell(found[:, c - 1]) for c in checkpoints]
         regret = cell(best - found[:, checkpoints[-1] - 1])
         recent = cell(np.array([np.mean(r["rewards"][-100:]) for r in runs]))
+        spread = cell(np.array([token_entropy(r["archs"][-100:], space) for r in runs])) if all(
+            "archs" in r for r in runs) else "n/a"  # fmt: skip
         seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
-        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {seconds:.3f} |")
+        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {spread} | {seconds:.3f} |")
     return "\n".join(lines)
 
 
@@ -107,9 +153,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
     args = parser.parse_args()
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
+    space = build(load_spec(args.env.split("/")[-1]).search_space, "search_space")
     if args.table:
         finished = json.loads((args.out / "oneshot.json").read_text())
-        print(markdown(finished["runs"], checkpoints, finished["best"]))
+        print(markdown(finished["runs"], checkpoints, finished["best"], space))
+        print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(finished['runs'], space)}")
         return
     import torch
 
@@ -122,19 +170,32 @@ def main() -> None:
     names = args.controllers.split(",")
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     args.out.mkdir(parents=True, exist_ok=True)
+    saved = args.out / "oneshot.json"
+    if saved.exists():  # a stopped bench goes on: its finished runs are kept, not rerun
+        finished = json.loads(saved.read_text())
+        ours = {"env": args.env, "budget": args.budget, "set": args.set}
+        theirs = {key: finished.get(key) for key in ours}
+        if theirs != ours:
+            raise SystemExit(f"{saved} holds runs of {theirs}, not of {ours}: give another --out")
+        results = {**finished["runs"], **{name: finished["runs"].get(name, []) for name in names}}
     try:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
-                results[name].append(run_one(args.env, name, seed, args.budget, args.store, accuracy, executor,
-                                              tuple(args.set)))
-                best = max(max(r["rewards"]) for runs in results.values() for r in runs)
-                (args.out / "oneshot.json").write_text(json.dumps({"env": args.env, "best": best, "runs": results}))
+                if any(run.get("seed") == seed for run in results[name]):
+                    continue
+                results[name].append(
+                    run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set))
+                )
+                best = best_found(results)
+                saved.write_text(json.dumps({"env": args.env, "budget": args.budget, "set": args.set, "best": best,
+                                             "runs": results}))  # fmt: skip
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
     finally:
         if executor is not None:
             executor.close()
+    best = best_found(results)
     print(f"\n{args.env}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
-    print(markdown(results, checkpoints, best))
+    print(markdown(results, checkpoints, best, space))
 
 
 if __name__ == "__main__":
