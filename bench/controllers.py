@@ -5,10 +5,10 @@
                                 [--target midrange|median|MS] [--rollout-archs K] [--out DIR] [--set KEY=VALUE ...]
 
 Each controller of ``conf/controller/`` (as configured there, unless ``--rollout-archs`` or ``--set``) searches
-the Tabular env (the fast path, no history) for ``--budget`` evaluations with seeds first..first+N-1, under the MnasNet soft reward
-(alpha = beta = -0.07) at ``--target``: by default the middle of the table's latency range. Normalized regret
-after t evaluations = (best reward in the table - best reward found in the first t) / (best - worst reward in
-the table): 0 once the best architecture was found, 1 for the worst. The table shows its mean over seeds
+the Tabular env (the fast path, no history) for ``--budget`` evaluations with seeds first..first+N-1, under the
+MnasNet soft reward (alpha = beta = -0.07) at ``--target``: by default the middle of the table's latency range.
+Normalized regret after t evaluations = (best reward in the table - best reward found in the first t) / (best -
+worst reward in the table): 0 once the best architecture was found, 1 for the worst. The table shows its mean over seeds
 with a 95% t-interval, and the wall time per evaluation: the whole search, and the part the controller adds
 (the search minus the time spent inside the env), after an untimed 2-evaluation warm-up run. ``--out`` gets
 ``regret.png`` (mean curves, 95% bands) and ``controllers.json`` (every seed's rewards and times). Torch runs
@@ -88,6 +88,8 @@ def controller_config(name: str, rollout_archs: int | None, tokens: int, overrid
         if "batch_size" in algorithm:
             algorithm.batch_size = min(int(algorithm.batch_size), algorithm.n_steps)
     for override in overrides:
+        if "=" not in override:
+            raise SystemExit(f"--set {override!r} is not accepted: use KEY=VALUE, e.g. algorithm.ent_coef=0.01")
         key, value = override.split("=", 1)
         OmegaConf.update(cfg.controller, key, yaml.safe_load(value), merge=False)
     return cfg.controller
