@@ -136,7 +136,7 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="nas_rl/MnasNet-OneShot-v1", help="a registered one-shot id")
     parser.add_argument("--controllers", default="mnasnet,random,evolution")
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
     parser.add_argument("--table", action="store_true", help="only print the table of --out's finished runs")
     parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     space = build(load_spec(args.env.split("/")[-1]).search_space, "search_space")
     if args.table:

@@ -20,7 +20,7 @@ import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.cli import group_options
 from nas_rl.config import build
 from nas_rl.controllers.evolution import RegularizedEvolution
-from nas_rl.controllers.lstm_extractor import TokenLSTMExtractor
+from nas_rl.controllers.lstm_extractor import TokenLSTMExtractor, TokenLSTMPolicy
 from nas_rl.spaces.tabular import TabularSpace
 from tests.helpers.tables import write_planted_table
 
@@ -227,3 +227,44 @@ def test_lstm_features_at_a_position_do_not_depend_on_its_token_or_later_ones() 
             past = tokens.copy()
             past[position - 1] = (tokens[position - 1] + 1) % vocabulary
             assert not torch.allclose(lstm_features(extractor, space, past, position), features), position
+
+
+def test_lstm_features_of_a_batch_equal_each_observation_alone() -> None:
+    """The LSTM reads a batch only as far as its furthest position: observations at other positions in the same
+    batch (as in a PPO minibatch) get the features they get alone."""
+    space = gym.make("nas_rl/MnasNet-v0").observation_space
+    length, vocabulary = len(space["tokens"].nvec), int(space["tokens"].nvec[0])
+    torch.manual_seed(0)
+    extractor = TokenLSTMExtractor(space, hidden_size=16, embed_size=8).eval()
+    rng = np.random.default_rng(0)
+    positions = np.asarray([0, 7, 3, 20])
+    tokens = rng.integers(0, vocabulary, size=(len(positions), length))
+    batch = {"tokens": tokens, "position": positions}
+    with torch.no_grad():
+        features = extractor(preprocess_obs(obs_as_tensor(batch, torch.device("cpu")), space))
+    for row, position in enumerate(positions):
+        alone = lstm_features(extractor, space, tokens[row], int(position))
+        torch.testing.assert_close(features[row], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_token_lstm_policy_hands_its_extractor_what_sb3_would() -> None:
+    """The mnasnet policy's one-call encoding of the tokens equals SB3's per-token one, so its actions, values
+    and log-probabilities are MaskablePPO's MultiInputPolicy's on the same weights."""
+    from sb3_contrib.common.maskable.policies import MaskableMultiInputActorCriticPolicy
+
+    env = gym.make("nas_rl/MnasNet-v0")
+    kwargs = dict(observation_space=env.observation_space, action_space=env.action_space, lr_schedule=lambda _: 1e-3,
+                  net_arch=[], features_extractor_class=TokenLSTMExtractor)  # fmt: skip
+    torch.manual_seed(0)
+    ours = TokenLSTMPolicy(**kwargs)
+    theirs = MaskableMultiInputActorCriticPolicy(**kwargs)
+    theirs.load_state_dict(ours.state_dict())
+    rng = np.random.default_rng(1)
+    observations = {"tokens": rng.integers(0, int(env.observation_space["tokens"].nvec[0]), size=(5, 42)),
+                    "position": rng.integers(0, 42, size=5)}  # fmt: skip
+    observations_tensor = obs_as_tensor(observations, torch.device("cpu"))
+    actions = torch.as_tensor(rng.integers(0, 2, size=5))
+    with torch.no_grad():
+        for mine, reference in zip(ours.evaluate_actions(observations_tensor, actions),
+                                   theirs.evaluate_actions(observations_tensor, actions)):  # fmt: skip
+            assert torch.equal(mine, reference)

@@ -1,0 +1,53 @@
+"""bench/controllers_oneshot.py's own parts: how broadly a run samples (decision entropy), and its resume, which
+refuses an --out holding runs of other settings instead of mixing them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas_rl.config import build
+from nas_rl.envs.registry import load_spec
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def oneshot():
+    sys.path.insert(0, str(BENCH))  # the bench imports its sibling bench/controllers.py
+    try:
+        spec = importlib.util.spec_from_file_location("bench_controllers_oneshot", BENCH / "controllers_oneshot.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def space():
+    return build(load_spec("MnasNet-OneShot-v1").search_space, "search_space")
+
+
+def test_decision_entropy_is_0_for_one_architecture_and_near_1_for_uniform_samples(oneshot, space) -> None:
+    archs = [str(arch) for arch in space.sample_archs(seed=0, count=3000)]
+    assert set(oneshot.decision_entropy([archs[0]] * 100, space).values()) == {0.0}
+    uniform = oneshot.decision_entropy(archs, space)
+    assert len(uniform) == sum(d.num_choices > 1 for d in space.decisions)
+    # Choices that build the same layer are one token (block 1's widths x0.75 and x1 both round to 16 channels),
+    # so a few decisions stay below 1 even for uniform samples.
+    assert np.median(list(uniform.values())) > 0.95 and min(uniform.values()) > 0.5, uniform
+    assert oneshot.token_entropy(archs, space) == pytest.approx(np.mean(list(uniform.values())))
+
+
+def test_resume_refuses_an_out_of_other_settings(oneshot, tmp_path: Path) -> None:
+    finished = {"env": "nas_rl/MnasNet-OneShot-v1", "budget": 500, "set": [], "best": 0.5, "runs": {}}
+    (tmp_path / "oneshot.json").write_text(json.dumps(finished))
+    with pytest.raises(SystemExit, match="give another --out"):
+        oneshot.main(["--budget", "2000", "--out", str(tmp_path), "--store", str(tmp_path / "store.sqlite")])
+    assert json.loads((tmp_path / "oneshot.json").read_text()) == finished  # nothing finished is lost
