@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import logging
+import os
 import shutil
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -480,3 +484,24 @@ def test_a_missing_supernet_is_trained_on_first_use_when_a_recipe_is_given(tmp_p
     assert again.fingerprint() == lazy.fingerprint()
     with pytest.raises(ConfigError, match="no supernet there"):
         SupernetAccuracy(str(tmp_path / "elsewhere"), tiny_space(), digits())  # without a recipe: one line at once
+
+
+def test_a_first_use_killed_mid_training_is_continued_and_a_second_first_use_waits_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first use killed after epoch 1 of 2 leaves a 1-epoch checkpoint: the next first use continues it rather
+    than scoring with it. One process trains at a time: a use that finds the folder's lock held waits for it."""
+    folder = tmp_path / "supernet"
+    recipe = {"batch_size": 32, "threads": 1, "progress": False, "calibration_images": 64}
+    killed = SupernetAccuracy(str(folder), tiny_space(), digits(), calibration_images=64, threads=1,
+                              train_missing=Recipe(epochs=1, **recipe))  # fmt: skip
+    assert killed.card["epochs_done"] == 1  # what a first use of a 2-epoch recipe killed in epoch 2 leaves
+    other = os.open(folder / "supernet.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another process training there
+    threading.Timer(1.0, os.close, [other]).start()
+    with caplog.at_level(logging.WARNING, logger="nas_rl.supernet.estimator"):
+        resumed = SupernetAccuracy(str(folder), tiny_space(), digits(), calibration_images=64, threads=1,
+                                   train_missing=Recipe(epochs=2, **recipe))  # fmt: skip
+        card = resumed.card
+    assert "waiting for it" in caplog.text
+    assert card["epochs_done"] == 2 and resumed.digest != killed.digest

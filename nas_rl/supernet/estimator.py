@@ -14,8 +14,13 @@ stand-alone training does (README, "How good the supernet is").
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,7 +143,7 @@ class SupernetAccuracy(AccuracyEstimator):
         self._digest: str | None = None
         self._supernet: SuperNet | None = None
         self._tensors: dict[str, torch.Tensor] | None = None
-        if train_missing is None or self.checkpoint_path.is_file():
+        if train_missing is None or self._trained():
             self._load()  # refuse a missing, foreign or corrupt checkpoint before the search starts
 
     @property
@@ -161,16 +166,31 @@ class SupernetAccuracy(AccuracyEstimator):
         self._digest = self._verify()
 
     def _train_missing(self) -> None:
-        """First use of a registered env: train its supernet into ``checkpoint`` (resumable) and keep it there."""
-        if self.train_missing is None or self.checkpoint_path.is_file():
+        """First use of a registered env: train its supernet into ``checkpoint`` (resumable) and keep it there.
+
+        One process trains at a time (a lock file in the folder); another first use waits for it, then reuses
+        its supernet. A first use killed mid-training left a checkpoint of fewer epochs: the next one continues it.
+        """
+        if self.train_missing is None or self._trained():
             return
         if self.dataset is None:
             raise ConfigError(f"{KEY}={self.checkpoint_path}: no supernet there, and no dataset to train one on")
-        log.warning("accuracy=supernet: no supernet at %s yet; training it once, there (%d epochs; a killed run "
-                    "continues where it stopped)", self.checkpoint_path.parent, self.train_missing.epochs)  # fmt: skip
-        check_inputs(self.space, self.dataset)
-        with torch_threads(self.train_missing.threads):
-            train(self.space, self.dataset, self.train_missing, self.checkpoint_path.parent)
+        folder = self.checkpoint_path.parent
+        with _training_lock(folder):
+            if self._trained():  # another process trained it while this one waited
+                return
+            log.warning("accuracy=supernet: no trained supernet at %s yet; training it once, there (%d epochs; a "
+                        "killed run continues where it stopped)", folder, self.train_missing.epochs)  # fmt: skip
+            check_inputs(self.space, self.dataset)
+            with torch_threads(self.train_missing.threads):
+                train(self.space, self.dataset, self.train_missing, folder)
+
+    def _trained(self) -> bool:
+        """Whether the checkpoint is there with its card and, for a first-use recipe, all of its epochs."""
+        if not (self.checkpoint_path.is_file() and self.card_path.is_file()):
+            return False
+        epochs = self.train_missing.epochs if self.train_missing is not None else 0
+        return int(read_card(self.card_path, KEY).get("epochs_done") or 0) >= epochs
 
     def _read_card(self) -> dict[str, Any]:
         if not self.checkpoint_path.is_file() or not self.card_path.is_file():
@@ -309,3 +329,23 @@ class SupernetAccuracy(AccuracyEstimator):
     def _score(self, model: torch.nn.Module) -> float:
         data = self.tensors()
         return top1_accuracy(model, data["x_val"], data["y_val"])
+
+
+@contextlib.contextmanager
+def _training_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s training lock for the block, waiting (with a log line) while another process holds it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(folder / "supernet.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ConfigError(f"{KEY}={folder}: cannot write the supernet's folder ({first_line(error)}); set "
+                          "NAS_RL_CACHE to a writable folder, or point accuracy.checkpoint at one") from None  # fmt: skip
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("accuracy=supernet: another process is training the supernet in %s; waiting for it", folder)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
