@@ -3,7 +3,7 @@
     python bench/controllers_oneshot.py [--env nas_rl/MnasNet-OneShot-v1] [--controllers mnasnet,random,evolution]
                                         [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
                                         [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
-                                        [--table] [--set KEY=VALUE ...]
+                                        [--table] [--set KEY=VALUE ...] [--envs-per-worker 1]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -20,7 +20,10 @@ rerun with the same store redoes finished runs from cache hits). Torch (the supe
 ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
 instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
 (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
-section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs.
+section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs. ``--envs-per-worker K``
+steps K envs per worker in the SB3 controllers, each rollout K times shorter (the same architectures per update),
+so that each step gives the workers more architectures to share (less waiting for the slowest) and each of the
+controller's forward passes serves more architectures.
 """
 
 from __future__ import annotations
@@ -41,13 +44,20 @@ from nas_rl.evaluation.cluster import DaskExecutor
 
 
 def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
-            executor: Any = None, overrides: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """One search: every proposal's reward and architecture in order, the best one, and the wall time."""
+            executor: Any = None, overrides: tuple[str, ...] = (), envs_per_worker: int = 1) -> dict[str, Any]:  # fmt: skip
+    """One search: every proposal's reward and architecture in order, the best one, and the wall time.
+
+    On a cluster an SB3 controller steps ``envs_per_worker`` envs per worker, with its rollouts cut by as much
+    so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``).
+    """
     env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor))
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens, overrides)
     if executor is not None:
         config.n_envs = executor.workers
+        if config.get("rollout_archs") and envs_per_worker > 1:
+            config.n_envs = executor.workers * envs_per_worker
+            config.rollout_archs = max(1, int(config.rollout_archs) // envs_per_worker)
     controller = build(config, "controller")
     rewards: list[float] = []
     archs: list[str] = []
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
     parser.add_argument("--table", action="store_true", help="only print the table of --out's finished runs")
     parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
+    parser.add_argument("--envs-per-worker", type=int, default=1,
+                        help="SB3 controllers on --workers: envs per worker, rollouts cut to match")  # fmt: skip
     args = parser.parse_args(argv)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     space = build(load_spec(args.env.split("/")[-1]).search_space, "search_space")
@@ -173,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     saved = args.out / "oneshot.json"
     if saved.exists():  # a stopped bench goes on: its finished runs are kept, not rerun
         finished = json.loads(saved.read_text())
-        ours = {"env": args.env, "budget": args.budget, "set": args.set}
-        theirs = {key: finished.get(key) for key in ours}
+        ours = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
+        theirs = {key: finished.get(key, 1 if key == "envs_per_worker" else None) for key in ours}
         if theirs != ours:
             raise SystemExit(f"{saved} holds runs of {theirs}, not of {ours}: give another --out")
         results = {**finished["runs"], **{name: finished["runs"].get(name, []) for name in names}}
@@ -184,11 +196,12 @@ def main(argv: list[str] | None = None) -> None:
                 if any(run.get("seed") == seed for run in results[name]):
                     continue
                 results[name].append(
-                    run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set))
+                    run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set),
+                            args.envs_per_worker)  # fmt: skip
                 )
                 best = best_found(results)
-                saved.write_text(json.dumps({"env": args.env, "budget": args.budget, "set": args.set, "best": best,
-                                             "runs": results}))  # fmt: skip
+                meta = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
+                saved.write_text(json.dumps({**meta, "best": best, "runs": results}))
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
     finally:
         if executor is not None:
