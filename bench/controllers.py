@@ -71,7 +71,8 @@ def reward_target(table: Any, target: str) -> float:
 
 def controller_config(name: str, rollout_archs: int | None, tokens: int, overrides: Sequence[str] = ()) -> Any:
     """The controller's composed config; with ``rollout_archs`` SB3 rollouts hold that many architectures;
-    ``overrides`` are ``KEY=VALUE`` settings within it (``algorithm.ent_coef=0.01``), the value read as YAML."""
+    ``overrides`` are ``KEY=VALUE`` settings within it (``algorithm.ent_coef=0.01``; a key the config lacks is added),
+    the value read as YAML."""
     import yaml
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
@@ -91,7 +92,7 @@ def controller_config(name: str, rollout_archs: int | None, tokens: int, overrid
         if "=" not in override:
             raise SystemExit(f"--set {override!r} is not accepted: use KEY=VALUE, e.g. algorithm.ent_coef=0.01")
         key, value = override.split("=", 1)
-        OmegaConf.update(cfg.controller, key, yaml.safe_load(value), merge=False)
+        OmegaConf.update(cfg.controller, key, yaml.safe_load(value), merge=False, force_add=True)  # e.g. a PPO keyword
     return cfg.controller
 
 
