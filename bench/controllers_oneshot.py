@@ -56,8 +56,11 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     if executor is not None:
         config.n_envs = executor.workers
         if config.get("rollout_archs") and envs_per_worker > 1:
+            if int(config.rollout_archs) % envs_per_worker:
+                raise SystemExit(f"--envs-per-worker {envs_per_worker} is not accepted for {name}: it must divide its "
+                                 f"rollout_archs={config.rollout_archs}, so that an update sees as many architectures")  # fmt: skip
             config.n_envs = executor.workers * envs_per_worker
-            config.rollout_archs = max(1, int(config.rollout_archs) // envs_per_worker)
+            config.rollout_archs = int(config.rollout_archs) // envs_per_worker
     controller = build(config, "controller")
     rewards: list[float] = []
     archs: list[str] = []
