@@ -46,9 +46,11 @@ def busy(env: str, controller: str, archs: int, seed: int, workers: int, envs_pe
         for part in task["startstops"]:
             if part["action"] == "compute":
                 computes.setdefault(task["worker"], []).append((part["start"], part["stop"]))
+    for spans in computes.values():
+        spans.sort()
     compute = sum(stop - begin for spans in computes.values() for begin, stop in spans)
-    span = sum(max(stop for _, stop in spans) - min(begin for begin, _ in spans) for spans in computes.values())
-    gaps = [b[0] - a[1] for spans in computes.values() for a, b in zip(sorted(spans), sorted(spans)[1:])]
+    span = sum(max(stop for _, stop in spans) - spans[0][0] for spans in computes.values())
+    gaps = [b[0] - a[1] for spans in computes.values() for a, b in zip(spans, spans[1:])]
     return {"wall": wall, "compute": compute, "busy": compute / span, "gap": float(np.median(gaps))}
 
 

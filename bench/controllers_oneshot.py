@@ -30,13 +30,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from controllers import TimedEnv, controller_config, interval  # bench/controllers.py
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from controllers import TimedEnv, controller_config, interval  # noqa: E402  (bench/controllers.py; bench/ is not a package)
 
 from nas_rl.config import build
 from nas_rl.envs.registry import load_spec
@@ -186,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "oneshot.json"
+    ours = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
     if saved.exists():  # a stopped bench goes on: its finished runs are kept, not rerun
         finished = json.loads(saved.read_text())
-        ours = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
         theirs = {key: finished.get(key, 1 if key == "envs_per_worker" else None) for key in ours}
         if theirs != ours:
             raise SystemExit(f"{saved} holds runs of {theirs}, not of {ours}: give another --out")
@@ -202,9 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                     run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set),
                             args.envs_per_worker)  # fmt: skip
                 )
-                best = best_found(results)
-                meta = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
-                saved.write_text(json.dumps({**meta, "best": best, "runs": results}))
+                saved.write_text(json.dumps({**ours, "best": best_found(results), "runs": results}))
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
     finally:
         if executor is not None:

@@ -3,9 +3,7 @@ refuses an --out holding runs of other settings instead of mixing them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +11,12 @@ import pytest
 
 from nas_rl.config import build
 from nas_rl.envs.registry import load_spec
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.helpers.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def oneshot():
-    sys.path.insert(0, str(BENCH))  # the bench imports its sibling bench/controllers.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_controllers_oneshot", BENCH / "controllers_oneshot.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("controllers_oneshot")
 
 
 @pytest.fixture(scope="module")

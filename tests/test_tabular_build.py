@@ -3,9 +3,7 @@ load, look up every architecture, run the env through the checkers and the bench
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +15,11 @@ from nas_rl.benchmark import load_table
 from nas_rl.benchmark.estimators import TabularAccuracy, TabularLatency
 from nas_rl.envs.registry import make_env
 from nas_rl.tools import build_table as tabular_build
+from tests.helpers.bench import bench_module
 from tests.helpers.tables import tiny_recipe_file
 
 #: Real proxy training and LiteRT measurement of four networks, SB3 controllers in the benchmarks.
 pytestmark = pytest.mark.slow
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def bench_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
