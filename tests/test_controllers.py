@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from sb3_contrib import MaskablePPO
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.utils import obs_as_tensor
 
@@ -21,6 +22,8 @@ from nas_rl.cli import group_options
 from nas_rl.config import build
 from nas_rl.controllers.evolution import RegularizedEvolution
 from nas_rl.controllers.lstm_extractor import TokenLSTMExtractor, TokenLSTMPolicy
+from nas_rl.controllers.ppo import SearchScaledMaskablePPO
+from nas_rl.errors import ConfigError
 from nas_rl.spaces.tabular import TabularSpace
 from tests.helpers.tables import write_planted_table
 
@@ -53,7 +56,6 @@ def test_controller_spends_its_budget_on_a_real_env(name: str) -> None:
 @pytest.mark.slow  # SB3 training
 def test_rollout_size_is_counted_in_architectures_of_the_searched_space(tmp_path) -> None:
     """controller.rollout_archs=K: K episodes per PPO update in any space (K x 5 tokens on a 5-decision table)."""
-    from nas_rl.errors import ConfigError
     from nas_rl.tools.build_table import write_synthetic_table
 
     table = str(write_synthetic_table(tmp_path / "synthetic.npz"))
@@ -144,17 +146,66 @@ def scalar_tags(folder: Path) -> set[str]:
 
 
 @pytest.mark.slow  # SB3 training
-def test_sb3_controller_logs_its_losses_and_continues_from_its_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["ppo", "mnasnet"])
+def test_sb3_controller_logs_its_losses_and_continues_from_its_checkpoint(tmp_path: Path, name: str) -> None:
     env = gym.make("nas_rl/Tabular-v0")
-    first = build_controller("ppo")
+    first = build_controller(name)
     first.search(env, budget=8, seed=0, on_evaluation=lambda info: None, log_dir=tmp_path / "tensorboard")
     assert first.model.n_steps == first.rollout_archs * env.unwrapped.search_space.num_decisions
     assert any(tag.startswith("train/") for tag in scalar_tags(tmp_path / "tensorboard")), scalar_tags(tmp_path)
     first.save(tmp_path / "controller")
-    second = build_controller("ppo")
+    second = build_controller(name)
     assert second.load(tmp_path / "controller")
-    second.search(env, budget=4, seed=8, on_evaluation=lambda info: None)
-    assert second.model.num_timesteps >= first.model.num_timesteps + 4 * 5  # counted on from the checkpoint
+    second.search(env, budget=8, seed=8, on_evaluation=lambda info: None)  # one update, as the first made
+    assert second.model.num_timesteps >= first.model.num_timesteps + 8 * 5  # counted on from the checkpoint
+    if name == "mnasnet":  # the returns' running spread went on from the checkpoint's too (a fresh one: equal)
+        assert second.model.return_spread.count > first.model.return_spread.count > 0
+
+
+# ------------------------------------------------------------------------- advantages scaled by the search
+
+
+def scaled_advantages(table: Path, monkeypatch: pytest.MonkeyPatch, updates: int) -> list[tuple[np.ndarray, ...]]:
+    """Each update's returns, values and the advantages SearchScaledMaskablePPO hands to MaskablePPO's training
+    (replaced by a recorder, so the policy stays as it was)."""
+    seen = []
+
+    def record(model: MaskablePPO) -> None:  # stands in for MaskablePPO.train
+        buffer = model.rollout_buffer
+        seen.append((buffer.returns.copy(), buffer.values.copy(), buffer.advantages.copy()))
+
+    monkeypatch.setattr(MaskablePPO, "train", record)
+    env = gym.make("nas_rl/Tabular-v0", table=str(table))
+    tokens = env.unwrapped.search_space.num_decisions
+    model = SearchScaledMaskablePPO("MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0,
+                                    gae_lambda=1.0, seed=0)  # as controller=mnasnet: returns are rewards
+    model.learn(updates * 4 * tokens)
+    assert len(seen) == updates
+    return seen
+
+
+@pytest.mark.slow  # SB3 rollouts
+def test_advantages_are_divided_by_the_spread_of_every_return_so_far(planted_table: Path, monkeypatch) -> None:
+    """Centred per rollout and scaled by the search's spread, not each minibatch's: a rollout of near-identical
+    architectures keeps its small advantages small."""
+    history = []
+    for returns, values, advantages in scaled_advantages(planted_table, monkeypatch, updates=3):
+        history.append(returns.ravel())
+        raw = returns - values  # SB3's advantages before scaling (its returns are advantages plus values)
+        np.testing.assert_allclose(advantages, (raw - raw.mean()) / np.concatenate(history).std(), rtol=1e-4)
+
+
+@pytest.mark.slow  # SB3 rollouts
+def test_advantages_are_zero_while_every_return_is_the_same(tmp_path: Path, monkeypatch) -> None:
+    space = TabularSpace([PLANTED_CHOICES] * len(PLANTED_BEST), resolution=8, stem_channels=4, head_channels=8)
+    flat = write_planted_table(tmp_path / "flat.npz", space, PLANTED_BEST, step=0.0)  # every reward 0.4
+    for _, _, advantages in scaled_advantages(flat, monkeypatch, updates=2):
+        assert not advantages.any()
+
+
+def test_search_scaled_ppo_refuses_per_minibatch_normalisation() -> None:
+    with pytest.raises(ConfigError, match=r"^normalize_advantage=True is not accepted by SearchScaledMaskablePPO"):
+        SearchScaledMaskablePPO("MultiInputPolicy", gym.make("nas_rl/Tabular-v0"), normalize_advantage=True)
 
 
 # ------------------------------------------------------------------------- the MnasNet controller learns
