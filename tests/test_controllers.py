@@ -177,8 +177,9 @@ def scaled_advantages(table: Path, monkeypatch: pytest.MonkeyPatch, updates: int
     monkeypatch.setattr(MaskablePPO, "train", record)
     env = gym.make("nas_rl/Tabular-v0", table=str(table))
     tokens = env.unwrapped.search_space.num_decisions
-    model = SearchScaledMaskablePPO("MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0,
-                                    gae_lambda=1.0, seed=0)  # as controller=mnasnet: returns are rewards
+    model = SearchScaledMaskablePPO(
+        "MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0, gae_lambda=1.0, seed=0
+    )  # as controller=mnasnet: returns are rewards
     model.learn(updates * 4 * tokens)
     assert len(seen) == updates
     return seen
