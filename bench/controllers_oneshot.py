@@ -134,11 +134,12 @@ def cell(values: np.ndarray) -> str:
 def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float, space: Any) -> str:
     """Per controller: the best reward found at each checkpoint, the regret at the last, the mean reward of the
     last 100 proposals (whether the controller has learnt to propose better architectures), how broadly those
-    100 still sample (:func:`token_entropy`; runs saved without their proposals show none) and the time."""
+    100 still sample (:func:`token_entropy`; runs saved without their proposals show none), how many distinct
+    architectures a run proposed (what it cost: a repeat is a store hit) and the time."""
     head = " | ".join(f"best @{c}" for c in checkpoints)
     lines = [f"| controller | runs | {head} | regret @{checkpoints[-1]} | mean of the last 100 | "
-             "token entropy of the last 100 | s/architecture |",
-             "|---|---:|" + "---:|" * (len(checkpoints) + 4)]  # fmt: skip
+             "token entropy of the last 100 | distinct architectures | s/architecture |",
+             "|---|---:|" + "---:|" * (len(checkpoints) + 5)]  # fmt: skip
     for name, runs in results.items():
         if not runs:
             continue
@@ -148,8 +149,10 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
         recent = cell(np.array([np.mean(r["rewards"][-100:]) for r in runs]))
         spread = cell(np.array([token_entropy(r["archs"][-100:], space) for r in runs])) if all(
             "archs" in r for r in runs) else "n/a"  # fmt: skip
+        distinct = f"{np.mean([len(set(r['archs'])) for r in runs]):.0f}" if all("archs" in r for r in runs) else "n/a"
         seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
-        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {spread} | {seconds:.3f} |")
+        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {spread} | {distinct} "
+                     f"| {seconds:.3f} |")  # fmt: skip
     return "\n".join(lines)
 
 
