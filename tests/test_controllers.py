@@ -1,6 +1,7 @@
 """Controllers from their Hydra configs: each spends exactly its budget through the env and the store; evolution's
-tournament and aging; SB3 controllers' rollout sizes, TensorBoard losses and checkpoints; the MnasNet controller
-learns (it beats random search on a table with a planted optimum), and its LSTM reads only the past."""
+tournament and aging; SB3 controllers' rollout sizes, TensorBoard losses and checkpoints; mnasnet's advantages
+scaled by the search's reward spread; the MnasNet controller learns (it beats random search on a table with a
+planted optimum), and its LSTM reads only the past."""
 
 from __future__ import annotations
 
