@@ -28,7 +28,7 @@ class SearchScaledMaskablePPO(MaskablePPO):
             raise ConfigError(f"normalize_advantage={kwargs['normalize_advantage']!r} is not accepted by "
                               f"{type(self).__name__}: it scales advantages by the returns' running spread instead; "
                               "use sb3_contrib.MaskablePPO for per-minibatch normalisation")  # fmt: skip
-        super().__init__(*args, normalize_advantage=False, **kwargs)
+        super().__init__(*args, **{**kwargs, "normalize_advantage": False})
         self.return_spread = RunningMeanStd(epsilon=1e-8, shape=())  # its prior (variance 1) weighs next to nothing
 
     def train(self) -> None:
