@@ -147,9 +147,9 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
         cells = [cell(found[:, c - 1]) for c in checkpoints]
         regret = cell(best - found[:, checkpoints[-1] - 1])
         recent = cell(np.array([np.mean(r["rewards"][-100:]) for r in runs]))
-        spread = cell(np.array([token_entropy(r["archs"][-100:], space) for r in runs])) if all(
-            "archs" in r for r in runs) else "n/a"  # fmt: skip
-        distinct = f"{np.mean([len(set(r['archs'])) for r in runs]):.0f}" if all("archs" in r for r in runs) else "n/a"
+        kept = all("archs" in r for r in runs)  # runs saved before the bench kept every proposal have none
+        spread = cell(np.array([token_entropy(r["archs"][-100:], space) for r in runs])) if kept else "n/a"
+        distinct = f"{np.mean([len(set(r['archs'])) for r in runs]):.0f}" if kept else "n/a"
         seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
         lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {spread} | {distinct} "
                      f"| {seconds:.3f} |")  # fmt: skip
