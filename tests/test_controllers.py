@@ -210,6 +210,48 @@ def test_search_scaled_ppo_refuses_per_minibatch_normalisation() -> None:
         SearchScaledMaskablePPO("MultiInputPolicy", gym.make("nas_rl/Tabular-v0"), normalize_advantage=True)
 
 
+def steered(table: Path, monkeypatch: pytest.MonkeyPatch, updates: int, **settings: float) -> list[tuple[float, ...]]:
+    """Each update's (policy entropy on its rollout, entropy coefficient it trains with), MaskablePPO's training
+    replaced by a recorder (the policy stays as initialised: near uniform)."""
+    seen = []
+    monkeypatch.setattr(MaskablePPO, "train", lambda model: seen.append((model.rollout_entropy(), model.ent_coef)))
+    env = gym.make("nas_rl/Tabular-v0", table=str(table))
+    tokens = env.unwrapped.search_space.num_decisions
+    model = SearchScaledMaskablePPO("MultiInputPolicy", env, n_steps=2 * tokens, batch_size=tokens, gamma=1.0,
+                                    gae_lambda=1.0, seed=0, **settings)  # fmt: skip
+    model.learn(updates * 2 * tokens)
+    assert len(seen) == updates
+    return seen
+
+
+@pytest.mark.slow  # SB3 rollouts
+def test_entropy_coefficient_is_steered_towards_the_target_entropy(planted_table: Path, monkeypatch) -> None:
+    """Multiplied by exp(rate (target - entropy) / target) each update: up while the policy is narrower than
+    the target, down (to the floor) while it is broader; the entropy is the masked policy's, here near uniform."""
+    uniform = np.log(len(PLANTED_CHOICES))
+    for target, start in ((2 * uniform, 0.001), (uniform / 2, 0.05)):
+        coefficient = start
+        for entropy, ent_coef in steered(planted_table, monkeypatch, 3, target_entropy=target, ent_coef=start):
+            assert entropy == pytest.approx(uniform, rel=1e-3)  # the freshly initialised policy is near uniform
+            coefficient = min(max(coefficient * np.exp(0.25 * (target - entropy) / target), 1e-4), 0.1)
+            assert ent_coef == pytest.approx(coefficient, rel=1e-6)
+    fixed = steered(planted_table, monkeypatch, 2, ent_coef=0.01)  # no target: MaskablePPO's fixed bonus
+    assert [ent_coef for _, ent_coef in fixed] == [0.01, 0.01]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"target_entropy": 0.0}, r"^target_entropy=0.0 is not accepted: use a number > 0 \(nats per decision\)"),
+        ({"target_entropy": 0.1, "entropy_rate": -1}, r"^entropy_rate=-1 is not accepted: use a number > 0$"),
+        ({"target_entropy": 0.1, "ent_coef": 2.0}, r"^ent_coef=2.0 is not accepted: use a number from 0 to 0.1"),
+    ],
+)
+def test_search_scaled_ppo_refuses_a_bad_entropy_target(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SearchScaledMaskablePPO("MultiInputPolicy", gym.make("nas_rl/Tabular-v0"), **settings)
+
+
 # ------------------------------------------------------------------------- the MnasNet controller learns
 
 
