@@ -156,6 +156,38 @@ def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], b
     return "\n".join(lines)
 
 
+def best_within_distinct(rewards: list[float], archs: list[str], distinct: int) -> float | None:
+    """The best reward a run had found by the time it had evaluated ``distinct`` different architectures (its
+    repeats are store hits and cost nothing), or None when it never evaluated that many."""
+    seen: set[str] = set()
+    best = -np.inf
+    for reward, arch in zip(rewards, archs):
+        if arch not in seen and len(seen) == distinct:
+            return float(best)
+        seen.add(arch)
+        best = max(best, reward)
+    return float(best) if len(seen) == distinct else None
+
+
+def at_equal_cost(results: dict[str, list[dict[str, Any]]], checkpoints: list[int]) -> str:
+    """Per controller: the best reward found within the first N distinct architectures evaluated, over the runs
+    that evaluated N (how many, where not all): controllers compared at what they cost, not at what they proposed."""
+    lines = [f"| controller | {' | '.join(f'best within {c} distinct' for c in checkpoints)} |",
+             "|---|" + "---:|" * len(checkpoints)]  # fmt: skip
+    for name, runs in results.items():
+        runs = [run for run in runs if "archs" in run]
+        if not runs:
+            continue
+        cells = []
+        for checkpoint in checkpoints:
+            found = [best_within_distinct(r["rewards"], r["archs"], checkpoint) for r in runs]
+            reached = np.array([value for value in found if value is not None])
+            text = cell(reached) if len(reached) else "none reached it"
+            cells.append(text + (f" ({len(reached)} of {len(runs)} runs)" if 0 < len(reached) < len(runs) else ""))
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="nas_rl/MnasNet-OneShot-v1", help="a registered one-shot id")
@@ -180,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         finished = json.loads((args.out / "oneshot.json").read_text())
         print(markdown(finished["runs"], checkpoints, finished["best"], space))
         print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(finished['runs'], space)}")
+        print(f"\nAt equal cost (distinct architectures evaluated):\n\n{at_equal_cost(finished['runs'], checkpoints)}")
         return
     import torch
 
@@ -206,8 +239,17 @@ def main(argv: list[str] | None = None) -> None:
                 if any(run.get("seed") == seed for run in results[name]):
                     continue
                 results[name].append(
-                    run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set),
-                            args.envs_per_worker)  # fmt: skip
+                    run_one(
+                        args.env,
+                        name,
+                        seed,
+                        args.budget,
+                        args.store,
+                        accuracy,
+                        executor,
+                        tuple(args.set),
+                        args.envs_per_worker,
+                    )  # fmt: skip
                 )
                 saved.write_text(json.dumps({**ours, "best": best_found(results), "runs": results}))
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
@@ -217,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     best = best_found(results)
     print(f"\n{args.env}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
     print(markdown(results, checkpoints, best, space))
+    print("\nAt equal cost (distinct architectures evaluated):\n")
+    print(at_equal_cost(results, checkpoints))
 
 
 if __name__ == "__main__":

@@ -41,3 +41,17 @@ def test_resume_refuses_an_out_of_other_settings(oneshot, tmp_path: Path) -> Non
     with pytest.raises(SystemExit, match="give another --out"):
         oneshot.main(["--budget", "2000", "--out", str(tmp_path), "--store", str(tmp_path / "store.sqlite")])
     assert json.loads((tmp_path / "oneshot.json").read_text()) == finished  # nothing finished is lost
+
+
+def test_best_within_distinct_counts_what_a_run_evaluated_not_its_repeats(oneshot) -> None:
+    rewards, archs = [0.1, 0.5, 0.5, 0.5, 0.2, 0.9], ["a", "b", "b", "b", "c", "d"]
+    assert oneshot.best_within_distinct(rewards, archs, 2) == 0.5  # the repeats of b cost nothing
+    assert oneshot.best_within_distinct(rewards, archs, 3) == 0.5
+    assert oneshot.best_within_distinct(rewards, archs, 4) == 0.9
+    assert oneshot.best_within_distinct(rewards, archs, 5) is None  # the run never evaluated 5
+    runs = {
+        "mnasnet": [{"rewards": rewards, "archs": archs}],
+        "random": [{"rewards": [0.3] * 6, "archs": list("uvwxyz")}],
+    }
+    table = oneshot.at_equal_cost(runs, [2, 5])
+    assert "| mnasnet | 0.5000 | none reached it |" in table and "| random | 0.3000 | 0.3000 |" in table
