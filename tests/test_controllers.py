@@ -363,3 +363,30 @@ def test_token_lstm_policy_hands_its_extractor_what_sb3_would() -> None:
         for mine, reference in zip(ours.evaluate_actions(observations_tensor, actions),
                                    theirs.evaluate_actions(observations_tensor, actions)):  # fmt: skip
             assert torch.equal(mine, reference)
+
+
+def test_bounded_logits_keep_every_choice_possible() -> None:
+    """With logit_bound C the most and least likely valid choices differ by at most exp(2C), however sure the
+    network is; without it a large logit makes the other choices all but impossible."""
+    env = gym.make("nas_rl/Tabular-v0")
+    observation, _ = env.reset(seed=0)
+    masks = torch.as_tensor(env.unwrapped.action_masks())[None]
+    obs = obs_as_tensor({key: np.asarray(value)[None] for key, value in observation.items()}, torch.device("cpu"))
+    for bound in (None, 2.0):
+        model = SearchScaledMaskablePPO(TokenLSTMPolicy, env, policy_kwargs={"logit_bound": bound}, seed=0)
+        with torch.no_grad():
+            model.policy.action_net.bias[:] = -50.0
+            model.policy.action_net.bias[0] = 50.0  # the network all but certain of choice 0
+            distribution = model.policy.get_distribution(obs, action_masks=masks.numpy())
+        probs = distribution.distribution.probs[masks]
+        ratio = float(probs.max() / probs.min())
+        if bound is None:
+            assert ratio > 1e15
+        else:
+            assert ratio == pytest.approx(np.exp(2 * bound), rel=0.05)
+            assert model.policy._get_constructor_parameters()["logit_bound"] == bound  # saved with the policy
+
+
+def test_bounded_logits_refuse_a_bound_that_is_not_a_positive_number() -> None:
+    with pytest.raises(ConfigError, match=r"^logit_bound=0 is not accepted: use a number > 0, or null"):
+        SearchScaledMaskablePPO(TokenLSTMPolicy, gym.make("nas_rl/Tabular-v0"), policy_kwargs={"logit_bound": 0})

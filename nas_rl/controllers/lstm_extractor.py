@@ -3,14 +3,20 @@ MaskablePPO policy that feeds it."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableMultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional
+
+from nas_rl.errors import require
 
 
 class TokenLSTMExtractor(BaseFeaturesExtractor):
@@ -51,11 +57,34 @@ class TokenLSTMExtractor(BaseFeaturesExtractor):
 
 
 class TokenLSTMPolicy(MaskableMultiInputActorCriticPolicy):
-    """MaskablePPO's multi-input policy, one-hot encoding the token history in one call per step.
+    """MaskablePPO's multi-input policy, one-hot encoding the token history in one call per step, with
+    optionally bounded logits.
 
     SB3 encodes a MultiDiscrete observation one dimension at a time (42 small calls per step in the MnasNet
     space, about a third of a rollout step's time); the encoding it hands the features extractor is the same.
+
+    :param logit_bound: with a number C, the action logits pass through ``C * tanh(logits / C)`` (the tanh
+        constant of ENAS's controller): two choices' probabilities then differ by at most ``exp(2C)``, so a
+        policy that has settled still tries every other choice now and then (with C = 2, a two-way decision
+        about 1.8% of the time) instead of repeating one architecture. None: unbounded, as SB3's.
     """
+
+    def __init__(self, *args: Any, logit_bound: float | None = None, **kwargs: Any) -> None:
+        if logit_bound is not None:
+            require(isinstance(logit_bound, (int, float)) and not isinstance(logit_bound, bool)
+                    and math.isfinite(logit_bound) and logit_bound > 0, "logit_bound", logit_bound,
+                    "a number > 0, or null for unbounded logits")  # fmt: skip
+        self.logit_bound = None if logit_bound is None else float(logit_bound)
+        super().__init__(*args, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "logit_bound": self.logit_bound}
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> MaskableDistribution:
+        logits = self.action_net(latent_pi)
+        if self.logit_bound is not None:
+            logits = self.logit_bound * torch.tanh(logits / self.logit_bound)
+        return self.action_dist.proba_distribution(action_logits=logits)
 
     def extract_features(  # type: ignore[override]
         self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
