@@ -85,7 +85,7 @@ class SearchScaledMaskablePPO(MaskablePPO):
             entropies = [
                 self.policy.evaluate_actions(
                     data.observations, data.actions.long().flatten(), action_masks=data.action_masks
-                )[2]  # fmt: skip
+                )[2]
                 for data in self.rollout_buffer.get(batch_size=None)
             ]
         return float(torch.cat([e.flatten() for e in entropies if e is not None]).mean())
