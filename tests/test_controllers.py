@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -166,7 +167,9 @@ def test_sb3_controller_logs_its_losses_and_continues_from_its_checkpoint(tmp_pa
 # ------------------------------------------------------------------------- advantages scaled by the search
 
 
-def scaled_advantages(table: Path, monkeypatch: pytest.MonkeyPatch, updates: int) -> list[tuple[np.ndarray, ...]]:
+def scaled_advantages(
+    table: Path, monkeypatch: pytest.MonkeyPatch, updates: int, **settings: Any
+) -> list[tuple[np.ndarray, ...]]:
     """Each update's returns, values and the advantages SearchScaledMaskablePPO hands to MaskablePPO's training
     (replaced by a recorder, so the policy stays as it was)."""
     seen = []
@@ -179,7 +182,7 @@ def scaled_advantages(table: Path, monkeypatch: pytest.MonkeyPatch, updates: int
     env = gym.make("nas_rl/Tabular-v0", table=str(table))
     tokens = env.unwrapped.search_space.num_decisions
     model = SearchScaledMaskablePPO(
-        "MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0, gae_lambda=1.0, seed=0
+        "MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0, gae_lambda=1.0, seed=0, **settings
     )  # as controller=mnasnet: returns are rewards
     model.learn(updates * 4 * tokens)
     assert len(seen) == updates
@@ -195,6 +198,22 @@ def test_advantages_are_divided_by_the_spread_of_every_return_so_far(planted_tab
         history.append(returns.ravel())
         raw = returns - values  # SB3's advantages before scaling (its returns are advantages plus values)
         np.testing.assert_allclose(advantages, (raw - raw.mean()) / np.concatenate(history).std(), rtol=1e-4)
+
+
+@pytest.mark.slow  # SB3 rollouts
+def test_elite_advantages_reinforce_only_what_beats_the_top_share_of_recent_returns(
+    planted_table: Path, monkeypatch
+) -> None:
+    """Risk-seeking: reward minus the top quarter's threshold of the last 2 rollouts above it, 0 below, over the
+    running spread; the critic's values play no part."""
+    history, shares = [], []
+    for returns, _, advantages in scaled_advantages(planted_table, monkeypatch, 4, elite_quantile=0.25, elite_window=2):
+        history.append(returns.ravel())
+        threshold = np.quantile(np.concatenate(history[-2:]), 0.75)
+        expected = np.maximum(returns - threshold, 0) / np.concatenate(history).std()
+        np.testing.assert_allclose(advantages, expected, rtol=1e-4, atol=1e-7)
+        shares.append(float((advantages > 0).mean()))
+    assert max(shares) <= 0.5 and sum(shares) > 0  # a minority of architectures is reinforced, and some are
 
 
 @pytest.mark.slow  # SB3 rollouts
@@ -245,9 +264,11 @@ def test_entropy_coefficient_is_steered_towards_the_target_entropy(planted_table
         ({"target_entropy": 0.0}, r"^target_entropy=0.0 is not accepted: use a number > 0 \(nats per decision\)"),
         ({"target_entropy": 0.1, "entropy_rate": -1}, r"^entropy_rate=-1 is not accepted: use a number > 0$"),
         ({"target_entropy": 0.1, "ent_coef": 2.0}, r"^ent_coef=2.0 is not accepted: use a number from 0 to 0.1"),
+        ({"elite_quantile": 1.0}, r"^elite_quantile=1.0 is not accepted: use a share between 0 and 1"),
+        ({"elite_quantile": 0.2, "elite_window": 0}, r"^elite_window=0 is not accepted: use an integer >= 1"),
     ],
 )
-def test_search_scaled_ppo_refuses_a_bad_entropy_target(settings: dict, message: str) -> None:
+def test_search_scaled_ppo_refuses_a_bad_setting(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SearchScaledMaskablePPO("MultiInputPolicy", gym.make("nas_rl/Tabular-v0"), **settings)
 

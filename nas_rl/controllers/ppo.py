@@ -11,6 +11,7 @@ import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
+from nas_rl._util import is_int
 from nas_rl.errors import ConfigError, require
 
 #: The range the steered entropy coefficient moves in: from next to nothing to ten times the fixed bonus (0.01)
@@ -34,11 +35,17 @@ class SearchScaledMaskablePPO(MaskablePPO):
     variations of what it found instead of repeating it (at 0.15 nats a two-way decision takes its less likely
     choice about 3.6% of the time). Off by default: on MnasNet-OneShot-v1 it overshot and oscillated (README).
 
+    With ``elite_quantile`` (a share, e.g. 0.25) the update is risk-seeking, as a search's goal is its best
+    architecture, not its average one: an architecture's advantage is how far its reward beats the top quarter
+    (say) of the last ``elite_window`` rollouts' rewards, and 0 below that, in place of reward minus the
+    critic's value (still divided by the running spread). With gamma 1 and GAE lambda 1, as here, a step's
+    return is its architecture's reward.
+
     Takes MaskablePPO's arguments, except ``normalize_advantage``, which this scaling replaces.
     """
 
     def __init__(self, *args: Any, target_entropy: float | None = None, entropy_rate: float = 0.25,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 elite_quantile: float | None = None, elite_window: int = 8, **kwargs: Any) -> None:  # fmt: skip
         if "normalize_advantage" in kwargs:
             raise ConfigError(f"normalize_advantage={kwargs['normalize_advantage']!r} is not accepted by "
                               f"{type(self).__name__}: it scales advantages by the returns' running spread instead; "
@@ -50,16 +57,24 @@ class SearchScaledMaskablePPO(MaskablePPO):
             ent_coef = kwargs.get("ent_coef", 0.0)
             require(isinstance(ent_coef, (int, float)) and 0 <= ent_coef <= ENT_COEF_RANGE[1], "ent_coef", ent_coef,
                     f"a number from 0 to {ENT_COEF_RANGE[1]} (the starting coefficient, with target_entropy)")  # fmt: skip
+        if elite_quantile is not None:
+            require(_positive(elite_quantile) and elite_quantile < 1, "elite_quantile", elite_quantile,
+                    "a share between 0 and 1 (of recent architectures reinforced), or null for all")  # fmt: skip
+            require(is_int(elite_window) and elite_window >= 1, "elite_window", elite_window,
+                    "an integer >= 1 (rollouts)")  # fmt: skip
         super().__init__(*args, **{**kwargs, "normalize_advantage": False})
         self.return_spread = RunningMeanStd(epsilon=1e-8, shape=())  # its prior (variance 1) weighs next to nothing
         self.target_entropy = None if target_entropy is None else float(target_entropy)
         self.entropy_rate = float(entropy_rate)
+        self.elite_quantile = None if elite_quantile is None else float(elite_quantile)
+        self.elite_window = int(elite_window)
+        self.recent_returns: list[np.ndarray] = []  # the last elite_window rollouts' returns
 
     def train(self) -> None:
         buffer = self.rollout_buffer
         self.return_spread.update(buffer.returns.ravel())
         spread = float(np.sqrt(self.return_spread.var))
-        centred = buffer.advantages - buffer.advantages.mean()
+        centred = buffer.advantages - buffer.advantages.mean() if self.elite_quantile is None else self._elite()
         # Returns that agree to 1e-4 (of 1, or of their size) have not differed yet (say every architecture
         # failed): nothing to learn from, and dividing by their rounding error would amplify noise.
         same = spread <= 1e-4 * max(1.0, abs(float(self.return_spread.mean)))
@@ -68,6 +83,17 @@ class SearchScaledMaskablePPO(MaskablePPO):
         if self.target_entropy is not None:
             self._steer_ent_coef()
         super().train()
+
+    def _elite(self) -> np.ndarray:
+        """Each step's return above the top ``elite_quantile`` of the last ``elite_window`` rollouts' returns, 0
+        below it: only architectures among the best recently proposed are reinforced, by how far they beat that
+        threshold (risk-seeking policy gradient)."""
+        returns = self.rollout_buffer.returns
+        self.recent_returns = [*self.recent_returns, returns.ravel().copy()][-self.elite_window :]
+        assert self.elite_quantile is not None
+        threshold = float(np.quantile(np.concatenate(self.recent_returns), 1 - self.elite_quantile))
+        self.logger.record("train/elite_threshold", threshold)
+        return np.maximum(returns - threshold, 0.0)
 
     def _steer_ent_coef(self) -> None:
         """Move the entropy coefficient towards holding the policy's entropy on this rollout at the target."""
