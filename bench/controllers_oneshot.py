@@ -9,7 +9,8 @@ Each controller of ``conf/controller/`` searches the one-shot env (supernet accu
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
 each checkpoint, the best reward found so far (mean over seeds, 95% t-interval), the regret against the best
 reward any run found, and the mean reward of each run's last 100 proposals (has the controller learnt to
-propose better architectures?).
+propose better architectures?). A second table compares controllers at equal cost: the best reward within a run's
+first N distinct architectures (a repeat is a store hit), N at each checkpoint.
 
 Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals
 and rewards in order) is rewritten after each run, so a stopped bench keeps what it finished, and a rerun with
