@@ -55,7 +55,9 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     On a cluster an SB3 controller steps ``envs_per_worker`` envs per worker, with its rollouts cut by as much
     so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``).
     """
-    env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor))
+    # Each run its own run id in the shared store, so its episodes can be read back apart from the others'.
+    run_id = f"{name}-seed{seed}" + ("-" + "-".join(overrides) if overrides else "")
+    env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor, run_id=run_id))
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens, overrides)
     if executor is not None:
