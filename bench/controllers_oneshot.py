@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                         executor,
                         tuple(args.set),
                         args.envs_per_worker,
-                    )  # fmt: skip
+                    )
                 )
                 saved.write_text(json.dumps({**ours, "best": best_found(results), "runs": results}))
                 print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)

@@ -111,7 +111,8 @@ def per_run(results: dict, names: list[str], stand_alone: Any, evaluator: Any, s
             latency = evaluator.latency.latency_ms(arch)
             on_supernet.append(max(run["rewards"]))
             alone.append(float(np.mean([evaluator.reward(a, latency) for a in stand_alone(run["best_arch"])])))
-        cells = [f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in (interval(on_supernet), interval(alone))]
+        cells = [f"{m:.4f}" + ("" if np.isnan(lo) else f" [{lo:.4f}, {hi:.4f}]")
+                 for m, lo, hi in (interval(on_supernet), interval(alone))]  # fmt: skip
         each = ", ".join(f"{value:.3f}" for value in alone)
         print(f"| {name} | {len(alone)} | {cells[0]} | {cells[1]} | {each} |", flush=True)
 
