@@ -1,5 +1,5 @@
 """MaskablePPO with advantages scaled by the spread of the search's returns so far, not by each minibatch's own,
-and optionally an entropy bonus steered to a target entropy instead of a fixed one."""
+and optionally an entropy bonus steered to a target entropy or a risk-seeking (elitist) update."""
 
 from __future__ import annotations
 
