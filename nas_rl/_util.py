@@ -1,9 +1,10 @@
-"""Small helpers every layer uses: one first line of an error, one atomic write, one integer check, quiet native output."""
+"""Small helpers every layer uses: one first line of an error, one atomic write, one integer and one positive-number check, quiet native output."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import numbers
 import os
 import sys
@@ -24,6 +25,11 @@ def first_line(error: BaseException | str, default: str = "") -> str:
 def is_int(value: Any) -> bool:
     """Whether ``value`` is an integer setting (numpy integers included; ``True``/``False`` are not)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_positive_number(value: Any) -> bool:
+    """Whether ``value`` is a finite number > 0 (``True`` is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ MaskablePPO policy that feeds it."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional
 
+from nas_rl._util import is_positive_number
 from nas_rl.errors import require
 
 
@@ -71,8 +71,7 @@ class TokenLSTMPolicy(MaskableMultiInputActorCriticPolicy):
 
     def __init__(self, *args: Any, logit_bound: float | None = None, **kwargs: Any) -> None:
         if logit_bound is not None:
-            require(isinstance(logit_bound, (int, float)) and not isinstance(logit_bound, bool)
-                    and math.isfinite(logit_bound) and logit_bound > 0, "logit_bound", logit_bound,
+            require(is_positive_number(logit_bound), "logit_bound", logit_bound,
                     "a number > 0, or null for unbounded logits")  # fmt: skip
         self.logit_bound = None if logit_bound is None else float(logit_bound)
         super().__init__(*args, **kwargs)

@@ -11,7 +11,7 @@ import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
-from nas_rl._util import is_int
+from nas_rl._util import is_int, is_positive_number
 from nas_rl.errors import ConfigError, require
 
 #: The range the steered entropy coefficient moves in: from next to nothing to ten times the fixed bonus (0.01)
@@ -51,14 +51,14 @@ class SearchScaledMaskablePPO(MaskablePPO):
                               f"{type(self).__name__}: it scales advantages by the returns' running spread instead; "
                               "use sb3_contrib.MaskablePPO for per-minibatch normalisation")  # fmt: skip
         if target_entropy is not None:
-            require(_positive(target_entropy), "target_entropy", target_entropy,
+            require(is_positive_number(target_entropy), "target_entropy", target_entropy,
                     "a number > 0 (nats per decision), or null for a fixed ent_coef")  # fmt: skip
-            require(_positive(entropy_rate), "entropy_rate", entropy_rate, "a number > 0")
+            require(is_positive_number(entropy_rate), "entropy_rate", entropy_rate, "a number > 0")
             ent_coef = kwargs.get("ent_coef", 0.0)
             require(isinstance(ent_coef, (int, float)) and 0 <= ent_coef <= ENT_COEF_RANGE[1], "ent_coef", ent_coef,
                     f"a number from 0 to {ENT_COEF_RANGE[1]} (the starting coefficient, with target_entropy)")  # fmt: skip
         if elite_quantile is not None:
-            require(_positive(elite_quantile) and elite_quantile < 1, "elite_quantile", elite_quantile,
+            require(is_positive_number(elite_quantile) and elite_quantile < 1, "elite_quantile", elite_quantile,
                     "a share between 0 and 1 (of recent architectures reinforced), or null for all")  # fmt: skip
             require(is_int(elite_window) and elite_window >= 1, "elite_window", elite_window,
                     "an integer >= 1 (rollouts)")  # fmt: skip
@@ -116,7 +116,3 @@ class SearchScaledMaskablePPO(MaskablePPO):
                 for data in self.rollout_buffer.get(batch_size=None)
             ]
         return float(torch.cat([e.flatten() for e in entropies if e is not None]).mean())
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
