@@ -129,6 +129,29 @@ def test_mnasnet_v0_spec_is_the_default_search_env() -> None:
     assert build(spec.latency, "latency").fingerprint() == build(cfg.latency, "latency").fingerprint()
 
 
+def test_oneshot_v2_is_v1_with_a_cheaper_score() -> None:
+    """MnasNet-OneShot-v2 changes v1's accuracy settings only, and only the two that make it cheaper (README)."""
+    from omegaconf import OmegaConf
+
+    from nas_rl.envs.registry import load_spec
+
+    v1, v2 = (OmegaConf.to_container(load_spec(f"MnasNet-OneShot-v{n}")) for n in (1, 2))
+    assert {key: value for key, value in v1.items() if key != "accuracy"} == {
+        key: value for key, value in v2.items() if key != "accuracy"
+    }
+    changed = {
+        key
+        for key in v1["accuracy"].keys() | v2["accuracy"].keys()
+        if v1["accuracy"].get(key) != v2["accuracy"].get(key)
+    }
+    assert changed == {"finetune_steps", "validation_subset"}
+    assert (
+        v1["accuracy"]["finetune_steps"],
+        v2["accuracy"]["finetune_steps"],
+        v2["accuracy"]["validation_subset"],
+    ) == (5, 4, 180)
+
+
 @pytest.mark.parametrize(
     "settings", [{}, {"mask_in_obs": True}, {"flat_obs": True}, {"flat_obs": True, "mask_in_obs": True}]
 )

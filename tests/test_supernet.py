@@ -377,6 +377,36 @@ def test_finetuning_from_a_stage_keeps_the_stem_and_earlier_stages_as_inherited(
     assert_one_line(error, "finetune_from_stage", str(stages + 1), f"an integer from 0 to {stages}")
 
 
+def test_a_validation_subset_scores_top1_on_those_images_only(trained: tuple[Path, dict[str, Any]]) -> None:
+    """validation_subset: the same seeded images every time, a key of the fingerprint, at most the split."""
+    out, _ = trained
+    archs = tiny_space().sample_archs(seed=13, count=3)
+    subset = estimator(out, finetune_steps=2, finetune_lr=0.01, validation_subset=40)
+    data = subset.tensors()
+    assert len(data["y_scored"]) == 40 and len(data["y_val"]) > 40
+    rows = [int(np.flatnonzero((data["x_val"] == image).flatten(1).all(1))[0]) for image in data["x_scored"]]
+    assert len(set(rows)) == 40 and torch.equal(data["y_val"][rows], data["y_scored"])  # images of the split
+    scores = [subset.accuracy(arch) for arch in archs]
+    for arch, score in zip(archs, scores):
+        model = subset.subnet(arch)  # the network scored
+        with torch.no_grad():
+            predicted = model(data["x_scored"]).argmax(1)
+        assert abs(float((predicted == data["y_scored"]).float().mean()) - score) < 1e-6
+    again = estimator(out, finetune_steps=2, finetune_lr=0.01, validation_subset=40)
+    assert [again.accuracy(arch) for arch in archs] == scores
+    assert torch.equal(again.tensors()["x_scored"], data["x_scored"])
+    assert subset.fingerprint()["validation_subset"] == {"images": 40, "seed": 0}
+    assert "validation_subset" not in estimator(out).fingerprint()  # stores scored on the whole split keep their keys
+    assert estimator(out, validation_subset=40, seed=1).tensors()["y_scored"].tolist() != data["y_scored"].tolist()
+    size = len(data["y_val"])
+    with pytest.raises(ConfigError) as error:
+        estimator(out, validation_subset=size + 1)
+    assert_one_line(error, "validation_subset", str(size + 1), f"0 (all) to {size}")
+    with pytest.raises(ConfigError) as error:
+        estimator(out, validation_subset=-1)
+    assert_one_line(error, "validation_subset", "-1", "an integer >= 0")
+
+
 def test_supernet_of_another_space_or_dataset_is_refused_naming_both(trained: tuple[Path, dict[str, Any]]) -> None:
     out, _ = trained
     settings = {key: value for key, value in tiny_space().fingerprint().items() if key != "space"}

@@ -98,7 +98,9 @@ class SupernetAccuracy(AccuracyEstimator):
         :meth:`accuracy` does not use them).
     :param finetune_lr: Adam learning rate of the export's fine-tuning (cosine-annealed to 0) and of the
         ``finetune_steps`` (constant).
-    :param seed: seeds the batch order of fine-tuning.
+    :param validation_subset: score top-1 on this many validation images, a fixed subset seeded by ``seed`` (0:
+        the whole split); fewer images score faster and more coarsely.
+    :param seed: seeds the batch order of fine-tuning and the validation subset.
     :param threads: torch intra-op threads (0 = torch's default; 1 holds up on a shared machine).
     """
 
@@ -114,15 +116,16 @@ class SupernetAccuracy(AccuracyEstimator):
         finetune_lr: float = 1e-3,
         finetune_steps: int = 0,
         finetune_from_stage: int = 0,
+        validation_subset: int = 0,
         seed: int = 0,
         threads: int = 1,
         train_missing: Recipe | None = None,
     ) -> None:
         lowest = {"calibration_images": 1, "batch_size": 1, "calibration_seed": 0, "finetune_epochs": 0, "seed": 0,
-                  "threads": 0, "finetune_steps": 0}  # fmt: skip
+                  "threads": 0, "finetune_steps": 0, "validation_subset": 0}  # fmt: skip
         values = {"calibration_images": calibration_images, "batch_size": batch_size, "seed": seed, "threads": threads,
                   "calibration_seed": calibration_seed, "finetune_epochs": finetune_epochs,
-                  "finetune_steps": finetune_steps}  # fmt: skip
+                  "finetune_steps": finetune_steps, "validation_subset": validation_subset}  # fmt: skip
         for key, low in lowest.items():
             require(is_int(values[key]) and values[key] >= low, key, values[key], f"an integer >= {low}")
         require(finetune_lr > 0 and math.isfinite(finetune_lr), "finetune_lr", finetune_lr, "a finite number > 0")
@@ -137,6 +140,10 @@ class SupernetAccuracy(AccuracyEstimator):
         self.batch_size, self.seed, self.threads = int(batch_size), int(seed), int(threads)
         self.finetune_epochs, self.finetune_lr = int(finetune_epochs), float(finetune_lr)
         self.finetune_steps, self.finetune_from_stage = int(finetune_steps), int(finetune_from_stage)
+        self.validation_subset = int(validation_subset)
+        if dataset is not None and self.validation_subset > len(dataset.y_val):
+            raise ConfigError(f"validation_subset={validation_subset} is more than the {len(dataset.y_val)} validation "
+                              f"images of dataset {dataset.name}; accepted: 0 (all) to {len(dataset.y_val)}")  # fmt: skip
         self.checkpoint_path, self.card_path = checkpoint_paths(checkpoint)
         self.train_missing = train_missing
         self._card: dict[str, Any] | None = None
@@ -235,6 +242,8 @@ class SupernetAccuracy(AccuracyEstimator):
         if self.finetune_steps:  # only when used, so stores of scores as sliced keep their keys
             fingerprint["finetune"] = {"steps": self.finetune_steps, "lr": self.finetune_lr, "seed": self.seed,
                                        "from_stage": self.finetune_from_stage}  # fmt: skip
+        if self.validation_subset:  # likewise
+            fingerprint["validation_subset"] = {"images": self.validation_subset, "seed": self.seed}
         return fingerprint
 
     def __getstate__(self) -> dict[str, Any]:
@@ -263,19 +272,23 @@ class SupernetAccuracy(AccuracyEstimator):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The splits as tensors (``x_train``, ``y_train``, ``x_val``, ``y_val``), the calibration images
-        (``x_calibration``) and the fine-tuning steps' batch indices (``finetune_batches``, one row a step),
-        computed once per estimator."""
+        (``x_calibration``), the fine-tuning steps' batch indices (``finetune_batches``, one row a step) and the
+        validation images top-1 is taken on (``x_scored``, ``y_scored``), computed once per estimator."""
         if self._tensors is None:
             if self.dataset is None:
                 raise ConfigError("accuracy=supernet was built without a dataset; accepted: dataset: ${dataset}")
             d = self.dataset
             images = calibration_images(d, None, self.calibration_images, self.calibration_seed)
+            scored = np.arange(len(d.y_val))
+            if self.validation_subset:
+                scored = np.sort(np.random.default_rng(self.seed).choice(scored, self.validation_subset, replace=False))
             self._tensors = {
                 "x_train": torch.from_numpy(d.x_train), "y_train": torch.from_numpy(d.y_train),
                 "x_val": torch.from_numpy(d.x_val), "y_val": torch.from_numpy(d.y_val),
                 "x_calibration": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                 "finetune_batches": torch.from_numpy(np.random.default_rng(self.seed).integers(
                     0, len(d.y_train), (self.finetune_steps, self.batch_size))),
+                "x_scored": torch.from_numpy(d.x_val[scored]), "y_scored": torch.from_numpy(d.y_val[scored]),
             }  # fmt: skip
         return self._tensors
 
@@ -328,7 +341,7 @@ class SupernetAccuracy(AccuracyEstimator):
 
     def _score(self, model: torch.nn.Module) -> float:
         data = self.tensors()
-        return top1_accuracy(model, data["x_val"], data["y_val"])
+        return top1_accuracy(model, data["x_scored"], data["y_scored"])
 
 
 @contextlib.contextmanager
