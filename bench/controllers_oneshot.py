@@ -3,7 +3,7 @@
     python bench/controllers_oneshot.py [--env nas_rl/MnasNet-OneShot-v1] [--controllers mnasnet,random,evolution]
                                         [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
                                         [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
-                                        [--table] [--set KEY=VALUE ...] [--envs-per-worker 1]
+                                        [--table] [--summaries FILE] [--set KEY=VALUE ...] [--envs-per-worker 1]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -13,11 +13,13 @@ propose better architectures?). A second table compares controllers at equal cos
 first N distinct architectures (a repeat is a store hit), N at each checkpoint.
 
 Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals
-and rewards in order) is rewritten after each run, so a stopped bench keeps what it finished, and a rerun with
-the same ``--out`` runs only the (controller, seed) pairs it lacks; ``--table`` prints the table of those runs
-and runs nothing. Evaluations are deterministic, so all runs share one evaluation store
-(``--store``): an architecture one run evaluated is a cache hit for the next, which changes no reward (and a
-rerun with the same store redoes finished runs from cache hits). Torch (the supernet's scoring) runs with
+and rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need,
+a few hundred bytes, small enough to commit) are rewritten after each run, so a stopped bench keeps what it
+finished, and a rerun runs only the (controller, seed) pairs that neither holds: a study longer than a session
+goes on from a committed summaries file. ``--table`` prints the tables of those runs and runs nothing.
+Evaluations are deterministic, so all runs share one evaluation store (``--store``): an architecture one run
+evaluated is a cache hit for the next, which changes no reward (and a rerun with the same store redoes finished
+runs from cache hits). Torch (the supernet's scoring) runs with
 ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
 instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
 (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
@@ -91,8 +93,31 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     }
 
 
-def best_found(results: dict[str, list[dict[str, Any]]]) -> float:
-    return max(max(run["rewards"]) for runs in results.values() for run in runs)
+def best_found(summaries: dict[str, list[dict[str, Any]]]) -> float:
+    return max(run["best"] for runs in summaries.values() for run in runs)
+
+
+def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str, Any]:
+    """What the tables need of a finished run, a few hundred bytes: small enough to commit, so that a study
+    longer than a session keeps its finished runs (``--summaries``) when the full proposals are not kept.
+
+    The best reward found at each checkpoint and within that many distinct architectures, the mean reward and
+    the decisions' entropy over the last 100 proposals, the distinct architectures, the time. Runs saved before
+    the bench kept every proposal have no entropy, distinct count or equal-cost cells (None)."""
+    rewards, archs = run["rewards"], run.get("archs")
+    found = np.maximum.accumulate(rewards)
+    return {
+        "seed": run["seed"],
+        "proposals": len(rewards),
+        "best": float(found[-1]),
+        "best_arch": run.get("best_arch"),
+        "found": {str(c): float(found[min(c, len(found)) - 1]) for c in checkpoints},
+        "within": {str(c): best_within_distinct(rewards, archs, c) if archs else None for c in checkpoints},
+        "recent": float(np.mean(rewards[-100:])),
+        "entropy": {k: round(v, 4) for k, v in decision_entropy(archs[-100:], space).items()} if archs else None,
+        "distinct": len(set(archs)) if archs else None,
+        "seconds": run["seconds"],
+    }
 
 
 def decision_entropy(archs: list[str], space: Any) -> dict[str, float]:
@@ -108,24 +133,18 @@ def decision_entropy(archs: list[str], space: Any) -> dict[str, float]:
     return shares
 
 
-def token_entropy(archs: list[str], space: Any) -> float:
-    """:func:`decision_entropy` averaged over the decisions."""
-    return float(np.mean(list(decision_entropy(archs, space).values())))
-
-
-def by_block(results: dict[str, list[dict[str, Any]]], space: Any) -> str:
+def by_block(summaries: dict[str, list[dict[str, Any]]], space: Any) -> str:
     """Per controller and block: the decisions' entropy over each run's last 100 proposals, mean over the block's
     decisions and the runs; which decisions a controller has settled, and which it still samples broadly."""
     blocks: dict[str, list[str]] = {}
     for decision in space.decisions:
         blocks.setdefault(decision.name.split(".")[0], []).append(decision.name)
     lines = [f"| controller | runs | {' | '.join(blocks)} |", "|---|---:|" + "---:|" * len(blocks)]
-    for name, runs in results.items():
-        runs = [run for run in runs if "archs" in run]
-        if runs:
-            shares = [decision_entropy(run["archs"][-100:], space) for run in runs]
+    for name, runs in summaries.items():
+        shares = [run["entropy"] for run in runs if run["entropy"] is not None]
+        if shares:
             cells = [np.mean([s[d] for s in shares for d in names if d in s]) for names in blocks.values()]
-            lines.append(f"| {name} | {len(runs)} | {' | '.join(f'{c:.2f}' for c in cells)} |")
+            lines.append(f"| {name} | {len(shares)} | {' | '.join(f'{c:.2f}' for c in cells)} |")
     return "\n".join(lines)
 
 
@@ -134,26 +153,27 @@ def cell(values: np.ndarray) -> str:
     return f"{mean:.4f}" + ("" if np.isnan(low) else f" [{low:.4f}, {high:.4f}]")
 
 
-def markdown(results: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float, space: Any) -> str:
+def markdown(summaries: dict[str, list[dict[str, Any]]], checkpoints: list[int], best: float) -> str:
     """Per controller: the best reward found at each checkpoint, the regret at the last, the mean reward of the
     last 100 proposals (whether the controller has learnt to propose better architectures), how broadly those
-    100 still sample (:func:`token_entropy`; runs saved without their proposals show none), how many distinct
-    architectures a run proposed (what it cost: a repeat is a store hit) and the time."""
+    100 still sample (:func:`decision_entropy` averaged over the decisions; runs saved without their proposals
+    show none), how many distinct architectures a run proposed (what it cost: a repeat is a store hit) and the
+    time. From the runs' :func:`summary`."""
     head = " | ".join(f"best @{c}" for c in checkpoints)
     lines = [f"| controller | runs | {head} | regret @{checkpoints[-1]} | mean of the last 100 | "
              "token entropy of the last 100 | distinct architectures | s/architecture |",
              "|---|---:|" + "---:|" * (len(checkpoints) + 5)]  # fmt: skip
-    for name, runs in results.items():
+    for name, runs in summaries.items():
         if not runs:
             continue
-        found = np.stack([np.maximum.accumulate(r["rewards"]) for r in runs])
-        cells = [cell(found[:, c - 1]) for c in checkpoints]
-        regret = cell(best - found[:, checkpoints[-1] - 1])
-        recent = cell(np.array([np.mean(r["rewards"][-100:]) for r in runs]))
-        kept = all("archs" in r for r in runs)  # runs saved before the bench kept every proposal have none
-        spread = cell(np.array([token_entropy(r["archs"][-100:], space) for r in runs])) if kept else "n/a"
-        distinct = f"{np.mean([len(set(r['archs'])) for r in runs]):.0f}" if kept else "n/a"
-        seconds = sum(r["seconds"] for r in runs) / sum(len(r["rewards"]) for r in runs)
+        found = np.array([[r["found"][str(c)] for c in checkpoints] for r in runs])
+        cells = [cell(found[:, i]) for i in range(len(checkpoints))]
+        regret = cell(best - found[:, -1])
+        recent = cell(np.array([r["recent"] for r in runs]))
+        kept = all(r["entropy"] is not None for r in runs)  # runs saved before the bench kept every proposal have none
+        spread = cell(np.array([np.mean(list(r["entropy"].values())) for r in runs])) if kept else "n/a"
+        distinct = f"{np.mean([r['distinct'] for r in runs]):.0f}" if kept else "n/a"
+        seconds = sum(r["seconds"] for r in runs) / sum(r["proposals"] for r in runs)
         lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {regret} | {recent} | {spread} | {distinct} "
                      f"| {seconds:.3f} |")  # fmt: skip
     return "\n".join(lines)
@@ -172,18 +192,18 @@ def best_within_distinct(rewards: list[float], archs: list[str], distinct: int) 
     return float(best) if len(seen) == distinct else None
 
 
-def at_equal_cost(results: dict[str, list[dict[str, Any]]], checkpoints: list[int]) -> str:
+def at_equal_cost(summaries: dict[str, list[dict[str, Any]]], checkpoints: list[int]) -> str:
     """Per controller: the best reward found within the first N distinct architectures evaluated, over the runs
     that evaluated N (how many, where not all): controllers compared at what they cost, not at what they proposed."""
     lines = [f"| controller | {' | '.join(f'best within {c} distinct' for c in checkpoints)} |",
              "|---|" + "---:|" * len(checkpoints)]  # fmt: skip
-    for name, runs in results.items():
-        runs = [run for run in runs if "archs" in run]
+    for name, runs in summaries.items():
+        runs = [run for run in runs if run["distinct"] is not None]
         if not runs:
             continue
         cells = []
         for checkpoint in checkpoints:
-            found = [best_within_distinct(r["rewards"], r["archs"], checkpoint) for r in runs]
+            found = [r["within"][str(checkpoint)] for r in runs]
             reached = np.array([value for value in found if value is not None])
             text = cell(reached) if len(reached) else "none reached it"
             cells.append(text + (f" ({len(reached)} of {len(runs)} runs)" if 0 < len(reached) < len(runs) else ""))
@@ -205,17 +225,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="Dask LocalCluster worker processes (0: in this one)")
     parser.add_argument("--accuracy", type=json.loads, default={}, help="JSON settings merged into accuracy")
     parser.add_argument("--table", action="store_true", help="only print the table of --out's finished runs")
+    parser.add_argument("--summaries", type=Path, default=None,
+                        help="the runs' summaries (JSON, small enough to commit; default: --out/summaries.json)")  # fmt: skip
     parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
     parser.add_argument("--envs-per-worker", type=int, default=1,
                         help="SB3 controllers on --workers: envs per worker, rollouts cut to match")  # fmt: skip
     args = parser.parse_args(argv)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     space = build(load_spec(args.env.split("/")[-1]).search_space, "search_space")
+    names = args.controllers.split(",")
+    saved, summaries_file = args.out / "oneshot.json", args.summaries or args.out / "summaries.json"
+    ours = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    if saved.exists():  # a stopped bench goes on: its finished runs are kept, not rerun
+        finished = json.loads(saved.read_text())
+        theirs = {key: finished.get(key, 1 if key == "envs_per_worker" else None) for key in ours}
+        if theirs != ours:
+            raise SystemExit(f"{saved} holds runs of {theirs}, not of {ours}: give another --out")
+        results = {**finished["runs"], **{name: finished["runs"].get(name, []) for name in names}}
+    summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    if summaries_file.exists():  # e.g. committed by an earlier session whose --out is gone
+        kept = json.loads(summaries_file.read_text())
+        theirs = {key: kept.get(key) for key in (*ours, "checkpoints")}
+        if theirs != {**ours, "checkpoints": checkpoints}:
+            raise SystemExit(f"{summaries_file} holds runs of {theirs}, not of {ours} at checkpoints {checkpoints}: "
+                             "give other --summaries (or --checkpoints)")  # fmt: skip
+        summaries = {**kept["runs"], **{name: kept["runs"].get(name, []) for name in names}}
+    for name, runs in results.items():  # full runs without a summary yet (an --out of an older bench)
+        seeds = {run["seed"] for run in summaries.setdefault(name, [])}
+        summaries[name] += [summary(run, checkpoints, space) for run in runs if run["seed"] not in seeds]
+
+    def save() -> None:
+        summaries_file.parent.mkdir(parents=True, exist_ok=True)
+        document = {**ours, "checkpoints": checkpoints, "best": best_found(summaries), "runs": summaries}
+        summaries_file.write_text(json.dumps(document, indent=1) + "\n")
+
+    def tables() -> None:
+        best = best_found(summaries)
+        print(f"\n{args.env}: {args.budget} architectures a run; best reward any run found: {best:.4f}\n")
+        print(markdown(summaries, checkpoints, best))
+        print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(summaries, space)}")
+        print(f"\nAt equal cost (distinct architectures evaluated):\n\n{at_equal_cost(summaries, checkpoints)}")
+
     if args.table:
-        finished = json.loads((args.out / "oneshot.json").read_text())
-        print(markdown(finished["runs"], checkpoints, finished["best"], space))
-        print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(finished['runs'], space)}")
-        print(f"\nAt equal cost (distinct architectures evaluated):\n\n{at_equal_cost(finished['runs'], checkpoints)}")
+        if not any(summaries.values()):
+            raise SystemExit(f"no finished runs in {saved} or {summaries_file}")
+        tables()
         return
     import torch
 
@@ -225,45 +280,25 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
     executor = DaskExecutor(workers=args.workers, threads_per_worker=1) if args.workers else None
     accuracy = {**args.accuracy, "threads": 1 if executor else args.threads}
-    names = args.controllers.split(",")
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     args.out.mkdir(parents=True, exist_ok=True)
-    saved = args.out / "oneshot.json"
-    ours = {"env": args.env, "budget": args.budget, "set": args.set, "envs_per_worker": args.envs_per_worker}
-    if saved.exists():  # a stopped bench goes on: its finished runs are kept, not rerun
-        finished = json.loads(saved.read_text())
-        theirs = {key: finished.get(key, 1 if key == "envs_per_worker" else None) for key in ours}
-        if theirs != ours:
-            raise SystemExit(f"{saved} holds runs of {theirs}, not of {ours}: give another --out")
-        results = {**finished["runs"], **{name: finished["runs"].get(name, []) for name in names}}
     try:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
-                if any(run.get("seed") == seed for run in results[name]):
+                if any(run["seed"] == seed for run in summaries[name]):
                     continue
-                results[name].append(
-                    run_one(
-                        args.env,
-                        name,
-                        seed,
-                        args.budget,
-                        args.store,
-                        accuracy,
-                        executor,
-                        tuple(args.set),
-                        args.envs_per_worker,
-                    )
-                )
-                saved.write_text(json.dumps({**ours, "best": best_found(results), "runs": results}))
-                print(f"seed {seed} {name}: best {max(results[name][-1]['rewards']):.4f}", flush=True)
+                run = run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set),
+                              args.envs_per_worker)  # fmt: skip
+                results[name].append(run)
+                summaries[name].append(summary(run, checkpoints, space))
+                saved.write_text(json.dumps({**ours, "runs": results}))
+                save()
+                print(f"seed {seed} {name}: best {max(run['rewards']):.4f}", flush=True)
     finally:
         if executor is not None:
             executor.close()
-    best = best_found(results)
-    print(f"\n{args.env}: {args.seeds} seed(s) x {args.budget} architectures; best reward any run found: {best:.4f}\n")
-    print(markdown(results, checkpoints, best, space))
-    print("\nAt equal cost (distinct architectures evaluated):\n")
-    print(at_equal_cost(results, checkpoints))
+    if any(summaries.values()):
+        save()
+        tables()
 
 
 if __name__ == "__main__":

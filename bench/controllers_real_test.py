@@ -4,7 +4,7 @@
                                           [--controllers mnasnet,random] [--epochs 5] [--seeds 0,1,2] [--threads 1]
                                           [--per-run] [--cache FILE]
 
-Reads ``bench/controllers_oneshot.py``'s ``oneshot.json``. For each controller, the architecture with the best
+Reads ``bench/controllers_oneshot.py``'s ``oneshot.json`` or its summaries file. For each controller, the architecture with the best
 reward over all its runs (the supernet's accuracy) is trained stand-alone with the reference recipe of
 ``nas-rl-accuracy-report`` (proxy training, ``--epochs`` epochs, once per seed) and scored with the env's latency
 table and reward. Prints a markdown table: per controller, the architecture's reward on the supernet, its
@@ -38,9 +38,14 @@ import nas_rl  # noqa: F401  (registers the ids)
 from nas_rl.accuracy.proxy import ProxyTraining
 
 
+def best_reward(run: dict) -> float:
+    """A run's best reward: from its summary, or from its proposals."""
+    return run["best"] if "best" in run else max(run["rewards"])
+
+
 def best_arch(runs: list[dict]) -> tuple[str, float]:
     """The architecture with the highest reward over ``runs``, and that reward."""
-    reward, arch = max((max(run["rewards"]), run["best_arch"]) for run in runs)
+    reward, arch = max((best_reward(run), run["best_arch"]) for run in runs)
     return arch, reward
 
 
@@ -109,7 +114,7 @@ def per_run(results: dict, names: list[str], stand_alone: Any, evaluator: Any, s
         for run in results["runs"][name]:
             arch = space.parse(run["best_arch"])
             latency = evaluator.latency.latency_ms(arch)
-            on_supernet.append(max(run["rewards"]))
+            on_supernet.append(best_reward(run))
             alone.append(float(np.mean([evaluator.reward(a, latency) for a in stand_alone(run["best_arch"])])))
         cells = [f"{m:.4f}" + ("" if np.isnan(lo) else f" [{lo:.4f}, {hi:.4f}]")
                  for m, lo, hi in (interval(on_supernet), interval(alone))]  # fmt: skip

@@ -32,7 +32,6 @@ def test_decision_entropy_is_0_for_one_architecture_and_near_1_for_uniform_sampl
     # Choices that build the same layer are one token (block 1's widths x0.75 and x1 both round to 16 channels),
     # so a few decisions stay below 1 even for uniform samples.
     assert np.median(list(uniform.values())) > 0.95 and min(uniform.values()) > 0.5, uniform
-    assert oneshot.token_entropy(archs, space) == pytest.approx(np.mean(list(uniform.values())))
 
 
 def test_resume_refuses_an_out_of_other_settings(oneshot, tmp_path: Path) -> None:
@@ -43,15 +42,53 @@ def test_resume_refuses_an_out_of_other_settings(oneshot, tmp_path: Path) -> Non
     assert json.loads((tmp_path / "oneshot.json").read_text()) == finished  # nothing finished is lost
 
 
-def test_best_within_distinct_counts_what_a_run_evaluated_not_its_repeats(oneshot) -> None:
+def runs_of(space) -> dict:
+    """Two finished runs as run_one returns them: mnasnet repeats b, random proposes 6 distinct architectures."""
+    a, b, c, d, *others = (str(arch) for arch in space.sample_archs(seed=1, count=10))
+    mnasnet = {"rewards": [0.1, 0.5, 0.5, 0.5, 0.2, 0.9], "archs": [a, b, b, b, c, d]}
+    random = {"rewards": [0.3] * 6, "archs": others}
+    return {name: {**run, "seed": 100, "best_arch": run["archs"][-1], "seconds": 3.0}
+            for name, run in (("mnasnet", mnasnet), ("random", random))}  # fmt: skip
+
+
+def test_best_within_distinct_counts_what_a_run_evaluated_not_its_repeats(oneshot, space) -> None:
     rewards, archs = [0.1, 0.5, 0.5, 0.5, 0.2, 0.9], ["a", "b", "b", "b", "c", "d"]
     assert oneshot.best_within_distinct(rewards, archs, 2) == 0.5  # the repeats of b cost nothing
     assert oneshot.best_within_distinct(rewards, archs, 3) == 0.5
     assert oneshot.best_within_distinct(rewards, archs, 4) == 0.9
     assert oneshot.best_within_distinct(rewards, archs, 5) is None  # the run never evaluated 5
-    runs = {
-        "mnasnet": [{"rewards": rewards, "archs": archs}],
-        "random": [{"rewards": [0.3] * 6, "archs": list("uvwxyz")}],
-    }
-    table = oneshot.at_equal_cost(runs, [2, 5])
+    summaries = {name: [oneshot.summary(run, [2, 5], space)] for name, run in runs_of(space).items()}
+    table = oneshot.at_equal_cost(summaries, [2, 5])
     assert "| mnasnet | 0.5000 | none reached it |" in table and "| random | 0.3000 | 0.3000 |" in table
+
+
+def test_a_summary_holds_what_the_tables_need_in_little_space(oneshot, space) -> None:
+    run = runs_of(space)["mnasnet"]
+    summary = oneshot.summary(run, [2, 5], space)
+    assert summary["found"] == {"2": 0.5, "5": 0.5} and summary["within"] == {"2": 0.5, "5": None}
+    assert (summary["best"], summary["distinct"], summary["proposals"], summary["seed"]) == (0.9, 4, 6, 100)
+    assert summary["entropy"] == pytest.approx(oneshot.decision_entropy(run["archs"], space), abs=1e-4)
+    assert len(json.dumps(summary)) < 3000  # what a committed study holds per run, whatever the budget
+    table = oneshot.markdown({"mnasnet": [summary]}, [2, 5], best=1.0)
+    assert "| mnasnet | 1 | 0.5000 | 0.5000 | 0.5000 | 0.4500 |" in table  # regret 1 - 0.5; mean of the last 100
+    assert table.endswith("| 4 | 0.500 |")  # distinct architectures; seconds per proposal
+
+
+def test_a_study_goes_on_from_its_summaries_when_its_full_runs_are_gone(oneshot, space, tmp_path: Path, capsys) -> None:
+    """A summaries file (committed by an earlier session) counts as finished runs: nothing is rerun, the tables
+    come from it, and a file of other settings is refused untouched."""
+    summaries = tmp_path / "kept.json"
+    runs = {name: [oneshot.summary(run, [2, 5], space)] for name, run in runs_of(space).items()}
+    settings = {"env": "nas_rl/MnasNet-OneShot-v1", "budget": 6, "set": [], "envs_per_worker": 1, "checkpoints": [2, 5]}
+    summaries.write_text(json.dumps({**settings, "best": 0.9, "runs": runs}))
+    argv = ["--controllers", "mnasnet,random", "--seeds", "1", "--budget", "6", "--checkpoints", "2,5",
+            "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite"), "--summaries", str(summaries)]  # fmt: skip
+    oneshot.main(argv)  # both (controller, seed 100) pairs are in the summaries: no search runs
+    printed = capsys.readouterr().out
+    assert "best reward any run found: 0.9000" in printed
+    assert "| mnasnet | 1 | 0.5000 | 0.5000 | 0.4000 |" in printed and "| random | 1 | 0.3000 | 0.3000 |" in printed
+    assert not (tmp_path / "store.sqlite").exists() and json.loads(summaries.read_text())["runs"] == runs
+    before = summaries.read_text()
+    with pytest.raises(SystemExit, match="give other --summaries"):
+        oneshot.main([*argv, "--table", "--set", "algorithm.ent_coef=0.01"])
+    assert summaries.read_text() == before
