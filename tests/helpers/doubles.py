@@ -96,7 +96,7 @@ class AdbDouble:
     real LiteRT interpreter on this computer, honouring ``--num_threads``, ``--warmup_runs``, ``--warmup_min_secs``,
     ``--num_runs`` and ``--min_secs``, and prints what LiteRT's ``benchmark_model`` prints (``INFO:`` lines, the
     statistics in microseconds with percentiles). ``unplug()`` / ``plug()`` take the phone away and back;
-    ``commands`` records every shell command it ran.
+    ``commands`` records every shell command it ran, and ``command_times`` when (``time.monotonic()``).
 
     :param binary: where its ``benchmark_model`` is; ``executable=False`` leaves it without the x bit.
     :param binary_output: what the binary prints instead of running the model (an unreadable output).
@@ -119,6 +119,7 @@ class AdbDouble:
         self.attached = True
         self.files: dict[str, bytes] = {}
         self.commands: list[str] = []
+        self.command_times: list[float] = []
         self.pushed: list[str] = []
 
     def unplug(self) -> None:
@@ -164,6 +165,7 @@ class _PhoneDouble:
         self._check_attached()
         client = self.client
         client.commands.append(command)
+        client.command_times.append(time.monotonic())
         args = shlex.split(command)
         if "thermal_zone" in command:
             return _ShellResultDouble(0, AdbDouble.THERMAL)
