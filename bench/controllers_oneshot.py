@@ -51,15 +51,24 @@ from nas_rl.evaluation.cluster import DaskExecutor
 
 
 def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
-            executor: Any = None, overrides: tuple[str, ...] = (), envs_per_worker: int = 1) -> dict[str, Any]:  # fmt: skip
-    """One search: every proposal's reward and architecture in order, the best one, and the wall time.
+            executor: Any = None, overrides: tuple[str, ...] = (), envs_per_worker: int = 1,
+            scored_by: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One search: every proposal's reward and architecture in order, the best one, the wall time, and the
+    fingerprint of the accuracy that scored it (``accuracy``: for a supernet, its checkpoint's digest).
 
     On a cluster an SB3 controller steps ``envs_per_worker`` envs per worker, with its rollouts cut by as much
-    so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``).
+    so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``). With
+    ``scored_by`` (the fingerprint of runs it joins) another accuracy is refused before the search.
     """
     # Each run its own run id in the shared store, so its episodes can be read back apart from the others'.
     run_id = f"{name}-seed{seed}" + ("-" + "-".join(overrides) if overrides else "")
     env = TimedEnv(gym.make(env_id, store=store, accuracy=accuracy, executor=executor, run_id=run_id))
+    fingerprint = json.loads(json.dumps(env.unwrapped.evaluator.accuracy.fingerprint()))  # a registered id's
+    # supernet is trained on first use, on this machine: another machine's scores other rewards
+    if scored_by is not None and fingerprint != scored_by:
+        env.close()
+        raise SystemExit(f"{env_id} scores with accuracy {fingerprint}, not with the {scored_by} of the runs it would "
+                         "join: give another --summaries (and --out)")  # fmt: skip
     tokens = env.unwrapped.search_space.num_decisions
     config = controller_config(name, None, tokens, overrides)
     if executor is not None:
@@ -90,6 +99,7 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
         "best_arch": archs[best],
         "seconds": seconds,
         "env_seconds": env.seconds,
+        "accuracy": fingerprint,
     }
 
 
@@ -102,7 +112,8 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
     longer than a session keeps its finished runs (``--summaries``) when the full proposals are not kept.
 
     The best reward found at each checkpoint and within that many distinct architectures, the mean reward and
-    the decisions' entropy over the last 100 proposals, the distinct architectures, the time. Runs saved before
+    the decisions' entropy over the last 100 proposals, the distinct architectures, the time, the fingerprint of
+    the accuracy that scored them (a run that would join runs of another is refused). Runs saved before
     the bench kept every proposal have no entropy, distinct count or equal-cost cells (None)."""
     rewards, archs = run["rewards"], run.get("archs")
     found = np.maximum.accumulate(rewards)
@@ -117,6 +128,7 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
         "entropy": {k: round(v, 4) for k, v in decision_entropy(archs[-100:], space).items()} if archs else None,
         "distinct": len(set(archs)) if archs else None,
         "seconds": run["seconds"],
+        "accuracy": run.get("accuracy"),
     }
 
 
@@ -286,8 +298,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in names:
                 if any(run["seed"] == seed for run in summaries[name]):
                     continue
+                scored_by = next((r["accuracy"] for runs in summaries.values() for r in runs if r["accuracy"]), None)
                 run = run_one(args.env, name, seed, args.budget, args.store, accuracy, executor, tuple(args.set),
-                              args.envs_per_worker)  # fmt: skip
+                              args.envs_per_worker, scored_by)  # fmt: skip
                 results[name].append(run)
                 summaries[name].append(summary(run, checkpoints, space))
                 saved.write_text(json.dumps({**ours, "runs": results}))

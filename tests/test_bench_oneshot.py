@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -92,3 +94,28 @@ def test_a_study_goes_on_from_its_summaries_when_its_full_runs_are_gone(oneshot,
     with pytest.raises(SystemExit, match="give other --summaries"):
         oneshot.main([*argv, "--table", "--set", "algorithm.ent_coef=0.01"])
     assert summaries.read_text() == before
+
+
+class EnvScoredByAnotherSupernet(gym.Env):
+    """Test double of a one-shot env whose accuracy fingerprint names another supernet (another machine's)."""
+
+    observation_space = gym.spaces.Discrete(2)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, **settings) -> None:
+        self.closed = False
+        self.evaluator = SimpleNamespace(accuracy=SimpleNamespace(fingerprint=lambda: {"checkpoint_sha256": "other"}))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_run_scored_by_another_supernet_is_refused_before_it_searches(oneshot, monkeypatch) -> None:
+    made = []
+    monkeypatch.setattr(
+        oneshot.gym, "make", lambda env_id, **settings: made.append(EnvScoredByAnotherSupernet()) or made[-1]
+    )
+    with pytest.raises(SystemExit, match="not with the .*'mine'.* of the runs it would join"):
+        oneshot.run_one("nas_rl/MnasNet-OneShot-v1", "random", 100, 10, "store.sqlite", {},
+                        scored_by={"checkpoint_sha256": "mine"})  # fmt: skip
+    assert made[0].closed
