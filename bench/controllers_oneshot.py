@@ -14,7 +14,7 @@ first N distinct architectures (a repeat is a store hit), N at each checkpoint.
 
 Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals
 and rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need,
-a few hundred bytes, small enough to commit) are rewritten after each run, so a stopped bench keeps what it
+about 2 KB a run, small enough to commit) are rewritten after each run, so a stopped bench keeps what it
 finished, and a rerun runs only the (controller, seed) pairs that neither holds: a study longer than a session
 goes on from a committed summaries file. ``--table`` prints the tables of those runs and runs nothing.
 Evaluations are deterministic, so all runs share one evaluation store (``--store``): an architecture one run
@@ -108,7 +108,7 @@ def best_found(summaries: dict[str, list[dict[str, Any]]]) -> float:
 
 
 def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str, Any]:
-    """What the tables need of a finished run, a few hundred bytes: small enough to commit, so that a study
+    """What the tables need of a finished run, about 2 KB whatever the budget: small enough to commit, so that a study
     longer than a session keeps its finished runs (``--summaries``) when the full proposals are not kept.
 
     The best reward found at each checkpoint and within that many distinct architectures, the mean reward and
