@@ -4,12 +4,12 @@
                                           [--controllers mnasnet,random] [--epochs 5] [--seeds 0,1,2] [--threads 1]
                                           [--per-run] [--cache FILE]
 
-Reads ``bench/controllers_oneshot.py``'s ``oneshot.json`` or its summaries file. For each controller, the architecture with the best
-reward over all its runs (the supernet's accuracy) is trained stand-alone with the reference recipe of
-``nas-rl-accuracy-report`` (proxy training, ``--epochs`` epochs, once per seed) and scored with the env's latency
-table and reward. Prints a markdown table: per controller, the architecture's reward on the supernet, its
-stand-alone accuracy (mean, and each seed), its latency, and its reward with the stand-alone accuracy (mean, and
-the range over the seeds).
+Reads ``bench/controllers_oneshot.py``'s ``oneshot.json`` or its summaries file. For each controller, the
+architecture with the best reward over all its runs (the supernet's accuracy) is trained stand-alone with the
+reference recipe of ``nas-rl-accuracy-report`` (proxy training, ``--epochs`` epochs, once per seed) and scored
+with the env's latency table and reward. Prints a markdown table: per controller, the architecture's reward on
+the supernet, its stand-alone accuracy (mean, and each seed), its latency, and its reward with the stand-alone
+accuracy (mean, and the range over the seeds).
 
 The best of thousands of scored architectures is also the one the supernet's error favours most, so one
 architecture per controller says little. ``--per-run`` trains every run's best architecture instead (each with
