@@ -279,16 +279,18 @@ class SupernetAccuracy(AccuracyEstimator):
                 raise ConfigError("accuracy=supernet was built without a dataset; accepted: dataset: ${dataset}")
             d = self.dataset
             images = calibration_images(d, None, self.calibration_images, self.calibration_seed)
-            scored = np.arange(len(d.y_val))
+            x_val, y_val = torch.from_numpy(d.x_val), torch.from_numpy(d.y_val)
+            scored: Any = slice(None)  # the whole split: views, not copies
             if self.validation_subset:
-                scored = np.sort(np.random.default_rng(self.seed).choice(scored, self.validation_subset, replace=False))
+                scored = np.sort(np.random.default_rng(self.seed).choice(
+                    np.arange(len(d.y_val)), self.validation_subset, replace=False))
             self._tensors = {
                 "x_train": torch.from_numpy(d.x_train), "y_train": torch.from_numpy(d.y_train),
-                "x_val": torch.from_numpy(d.x_val), "y_val": torch.from_numpy(d.y_val),
+                "x_val": x_val, "y_val": y_val,
                 "x_calibration": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                 "finetune_batches": torch.from_numpy(np.random.default_rng(self.seed).integers(
                     0, len(d.y_train), (self.finetune_steps, self.batch_size))),
-                "x_scored": torch.from_numpy(d.x_val[scored]), "y_scored": torch.from_numpy(d.y_val[scored]),
+                "x_scored": x_val[scored], "y_scored": y_val[scored],
             }  # fmt: skip
         return self._tensors
 
