@@ -24,9 +24,10 @@ runs from cache hits). Torch (the supernet's scoring) runs with
 instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
 (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
 section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs. ``--envs-per-worker K``
-steps K envs per worker in the SB3 controllers, each rollout K times shorter (the same architectures per update),
-so that each step gives the workers more architectures to share (less waiting for the slowest) and each of the
-controller's forward passes serves more architectures.
+steps up to K envs per worker in the SB3 controllers, each rollout as many times shorter (the same architectures
+per update; a rollout of one architecture, a2c's, is not cut), so that each step gives the workers more
+architectures to share (less waiting for the slowest) and each of the controller's forward passes serves more
+architectures.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     fingerprint of the accuracy that scored it (``accuracy``: for a supernet, its checkpoint's digest).
 
     On a cluster an SB3 controller steps ``envs_per_worker`` envs per worker, with its rollouts cut by as much
-    so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``). With
+    so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``); fewer when
+    its ``rollout_archs`` cannot be cut that finely (the run's ``envs_per_worker`` says how many). With
     ``scored_by`` (the fingerprint of runs it joins) another accuracy is refused before the search.
     """
     # Each run its own run id in the shared store, so its episodes can be read back apart from the others'.
@@ -74,11 +76,12 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
     if executor is not None:
         config.n_envs = executor.workers
         if config.get("rollout_archs") and envs_per_worker > 1:
-            if int(config.rollout_archs) % envs_per_worker:
-                raise SystemExit(f"--envs-per-worker {envs_per_worker} is not accepted for {name}: it must divide its "
-                                 f"rollout_archs={config.rollout_archs}, so that an update sees as many architectures")  # fmt: skip
+            rollout = int(config.rollout_archs)
+            # the most envs per worker, up to the asked, that leave an update as many architectures (a2c's
+            # rollout of 1 architecture cannot be cut: it steps one env per worker)
+            envs_per_worker = max(k for k in range(1, envs_per_worker + 1) if rollout % k == 0)
             config.n_envs = executor.workers * envs_per_worker
-            config.rollout_archs = int(config.rollout_archs) // envs_per_worker
+            config.rollout_archs = rollout // envs_per_worker
     controller = build(config, "controller")
     rewards: list[float] = []
     archs: list[str] = []
@@ -100,6 +103,7 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
         "seconds": seconds,
         "env_seconds": env.seconds,
         "accuracy": fingerprint,
+        "envs_per_worker": envs_per_worker if executor is not None and config.get("rollout_archs") else 1,
     }
 
 
@@ -113,8 +117,9 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
 
     The best reward found at each checkpoint and within that many distinct architectures, the mean reward and
     the decisions' entropy over the last 100 proposals, the distinct architectures, the time, the fingerprint of
-    the accuracy that scored them (a run that would join runs of another is refused). Runs saved before
-    the bench kept every proposal have no entropy, distinct count or equal-cost cells (None)."""
+    the accuracy that scored them (a run that would join runs of another is refused), the envs per worker it
+    stepped. Runs saved before the bench kept every proposal have no entropy, distinct count or equal-cost cells
+    (None)."""
     rewards, archs = run["rewards"], run.get("archs")
     found = np.maximum.accumulate(rewards)
     return {
@@ -129,6 +134,7 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
         "distinct": len(set(archs)) if archs else None,
         "seconds": run["seconds"],
         "accuracy": run.get("accuracy"),
+        "envs_per_worker": run.get("envs_per_worker"),
     }
 
 

@@ -119,3 +119,31 @@ def test_a_run_scored_by_another_supernet_is_refused_before_it_searches(oneshot,
         oneshot.run_one("nas_rl/MnasNet-OneShot-v1", "random", 100, 10, "store.sqlite", {},
                         scored_by={"checkpoint_sha256": "mine"})  # fmt: skip
     assert made[0].closed
+
+
+class OneShotEnvDouble(EnvScoredByAnotherSupernet):
+    """Test double of a one-shot env for building a controller against: the MnasNet space's 42 decisions."""
+
+    search_space = SimpleNamespace(num_decisions=42)
+
+
+@pytest.mark.parametrize(("name", "envs", "rollout"), [("mnasnet", 8, 1), ("ppo", 8, 1), ("a2c", 2, 1)])
+def test_envs_per_worker_never_changes_how_many_architectures_an_update_sees(oneshot, monkeypatch, name, envs,
+                                                                             rollout) -> None:  # fmt: skip
+    """--envs-per-worker 4 on 2 workers: 8 envs with rollouts of 1 architecture (4 per env cut by 4); a2c's rollout
+    of 1 architecture cannot be cut, so it steps 1 env per worker (an update sees 2 architectures either way)."""
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def capture(config, group):
+        built.append(config)
+        raise Built
+
+    monkeypatch.setattr(oneshot.gym, "make", lambda env_id, **settings: OneShotEnvDouble())
+    monkeypatch.setattr(oneshot, "build", capture)
+    with pytest.raises(Built):
+        oneshot.run_one("nas_rl/MnasNet-OneShot-v1", name, 100, 10, "store.sqlite", {},
+                        executor=SimpleNamespace(workers=2), envs_per_worker=4)  # fmt: skip
+    assert (built[0].n_envs, built[0].rollout_archs) == (envs, rollout)
