@@ -266,11 +266,58 @@ def test_entropy_coefficient_is_steered_towards_the_target_entropy(planted_table
         ({"target_entropy": 0.1, "ent_coef": 2.0}, r"^ent_coef=2.0 is not accepted: use a number from 0 to 0.1"),
         ({"elite_quantile": 1.0}, r"^elite_quantile=1.0 is not accepted: use a share between 0 and 1"),
         ({"elite_quantile": 0.2, "elite_window": 0}, r"^elite_window=0 is not accepted: use an integer >= 1"),
+        ({"imitate_best": 0}, r"^imitate_best=0 is not accepted: use an integer >= 1 \(best architectures found"),
+        ({"imitate_best": 4, "imitate_coef": 0}, r"^imitate_coef=0 is not accepted: use a number > 0$"),
     ],
 )
 def test_search_scaled_ppo_refuses_a_bad_setting(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SearchScaledMaskablePPO("MultiInputPolicy", gym.make("nas_rl/Tabular-v0"), **settings)
+
+
+def test_imitating_the_best_needs_an_env_that_observes_its_tokens() -> None:
+    with pytest.raises(ConfigError, match=r"^imitate_best=4 is not accepted: use null with this env: it needs a Dict"):
+        SearchScaledMaskablePPO("MlpPolicy", gym.make("CartPole-v1"), imitate_best=4)
+
+
+def best_log_likelihood(model: SearchScaledMaskablePPO) -> float:
+    """The policy's mean log-probability of the tokens of the best architectures it keeps."""
+    kept = model.best_found
+    observations = obs_as_tensor({key: np.concatenate([e.observations[key] for e in kept]) for key in kept[0].observations},
+                                 model.device)  # fmt: skip
+    actions = torch.as_tensor(np.concatenate([e.actions for e in kept])).long().flatten()
+    masks = torch.as_tensor(np.concatenate([e.action_masks for e in kept]))
+    with torch.no_grad():
+        return float(model.policy.evaluate_actions(observations, actions, action_masks=masks)[1].mean())
+
+
+@pytest.mark.slow  # SB3 rollouts
+def test_imitation_keeps_the_best_distinct_architectures_and_makes_them_likelier(planted_table: Path,
+                                                                                 monkeypatch) -> None:  # fmt: skip
+    """imitate_best=3: after each rollout the 3 best distinct architectures proposed so far (each with its own
+    reward), and the steps after MaskablePPO's update raise the policy's likelihood of their tokens."""
+    proposed: dict[bytes, float] = {}
+    before = []
+
+    def record(model: MaskablePPO) -> None:  # stands in for MaskablePPO.train; the buffer is (step, env) still
+        buffer, tokens = model.rollout_buffer, model.episode_length
+        for actions, returns in zip(buffer.actions[:, 0].reshape(-1, tokens), buffer.returns[:, 0].reshape(-1, tokens)):
+            proposed[actions.tobytes()] = float(returns[-1])
+        before.append(best_log_likelihood(model))
+
+    monkeypatch.setattr(MaskablePPO, "train", record)
+    env = gym.make("nas_rl/Tabular-v0", table=str(planted_table))
+    tokens = env.unwrapped.search_space.num_decisions
+    model = SearchScaledMaskablePPO("MultiInputPolicy", env, n_steps=4 * tokens, batch_size=tokens, gamma=1.0,
+                                    gae_lambda=1.0, seed=0, learning_rate=3e-3, imitate_best=3)  # fmt: skip
+    for update in range(3):
+        model.learn(4 * tokens, reset_num_timesteps=False)
+        kept = model.best_found
+        assert len(kept) == 3 and len({e.key for e in kept}) == 3
+        assert [e.reward for e in kept] == sorted(proposed.values(), reverse=True)[:3]
+        assert all(proposed[e.key] == e.reward for e in kept)
+        assert all(e.observations["tokens"].shape[0] == tokens for e in kept)
+        assert best_log_likelihood(model) > before[update]  # the imitation steps after the update
 
 
 # ------------------------------------------------------------------------- the MnasNet controller learns
