@@ -1,11 +1,13 @@
 """One architecture under one evaluator fingerprint is evaluated and stored once: the store's unique key, the
 upgrade of stores written before it, and the in-flight claims that make processes sharing a store wait for each
-other's evaluations instead of repeating them."""
+other's evaluations instead of repeating them; and a process's second store on a file keeps the first's lock."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -235,3 +237,40 @@ def test_an_evaluation_that_raises_releases_its_claim(tmp_path: Path) -> None:
     other = evaluator(tmp_path / "e.sqlite")
     assert other.store.claims() == []
     assert not other.evaluate(arch).cached  # evaluated at once: nothing to wait for
+
+
+#: Run in another process: whether some process holds a lock in SQLite's SHARED range of the file (argv[1]).
+LOCK_PROBE = """
+import fcntl, os, sys
+descriptor = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000000 + 2)
+except OSError:
+    print("held")
+else:
+    print("free")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX advisory locks")
+def test_a_second_store_on_the_file_keeps_the_first_ones_lock(tmp_path: Path) -> None:
+    """Several processes may share a store only while each connection's lock on the file holds. A second store
+    object on the same file in one process (another env, a sweep's next run) must leave the first one's lock in
+    place: POSIX locks belong to the process, so a descriptor opened and closed outside SQLite would drop it,
+    and another process could then checkpoint and reset the WAL under the live connection, corrupting the store."""
+    path = tmp_path / "store.sqlite"
+    first = EvaluationStore(path)
+    first.register_fingerprint({"a": 1})  # a connection in WAL mode: it holds a shared lock on the file
+
+    def lock() -> str:
+        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(path)], capture_output=True, text=True, check=True)
+        return probe.stdout.strip()
+
+    assert lock() == "held"
+    second = EvaluationStore(path)
+    assert second.lookup("arch", "fp") is None  # recognises the file, then connects
+    assert lock() == "held"
+    first.close()
+    assert lock() == "held"  # the second's own
+    second.close()
+    assert lock() == "free"

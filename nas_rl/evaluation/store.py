@@ -274,11 +274,12 @@ class EvaluationStore:
 
         The file is read alone (``immutable``: no lock, and no journal, WAL or shared-memory file opened or
         made beside it); only if that read fails (a page read while another process checkpoints a store, or a
-        damaged file) is it read again through a read-only connection, which takes SQLite's locks.
+        damaged file, or not a database: SQLite's "file is not a database") is it read again through a
+        read-only connection, which takes SQLite's locks. Only SQLite opens the file: POSIX locks belong to a
+        process, so closing a descriptor opened outside SQLite would drop the locks of this process's other
+        connections to the store, and another process could then checkpoint and reset the WAL under them, which
+        corrupts the store.
         """
-        with open(self.path, "rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise self._not_a_database("no SQLite header")
         uri = self.path.resolve().as_uri()
         try:
             with contextlib.closing(sqlite3.connect(f"{uri}?immutable=1", uri=True)) as reader:
