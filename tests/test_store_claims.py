@@ -263,8 +263,8 @@ def test_a_second_store_on_the_file_keeps_the_first_ones_lock(tmp_path: Path) ->
     first.register_fingerprint({"a": 1})  # a connection in WAL mode: it holds a shared lock on the file
 
     def lock() -> str:
-        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(path)], capture_output=True, text=True, check=True)
-        return probe.stdout.strip()
+        probe = [sys.executable, "-c", LOCK_PROBE, str(path)]
+        return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
 
     assert lock() == "held"
     second = EvaluationStore(path)
