@@ -283,8 +283,8 @@ def test_imitating_the_best_needs_an_env_that_observes_its_tokens() -> None:
 def best_log_likelihood(model: SearchScaledMaskablePPO) -> float:
     """The policy's mean log-probability of the tokens of the best architectures it keeps."""
     kept = model.best_found
-    observations = obs_as_tensor({key: np.concatenate([e.observations[key] for e in kept]) for key in kept[0].observations},
-                                 model.device)  # fmt: skip
+    stacked = {key: np.concatenate([e.observations[key] for e in kept]) for key in kept[0].observations}
+    observations = obs_as_tensor(stacked, model.device)
     actions = torch.as_tensor(np.concatenate([e.actions for e in kept])).long().flatten()
     masks = torch.as_tensor(np.concatenate([e.action_masks for e in kept]))
     with torch.no_grad():
@@ -301,7 +301,8 @@ def test_imitation_keeps_the_best_distinct_architectures_and_makes_them_likelier
 
     def record(model: MaskablePPO) -> None:  # stands in for MaskablePPO.train; the buffer is (step, env) still
         buffer, tokens = model.rollout_buffer, model.episode_length
-        for actions, returns in zip(buffer.actions[:, 0].reshape(-1, tokens), buffer.returns[:, 0].reshape(-1, tokens)):
+        episodes = zip(buffer.actions[:, 0].reshape(-1, tokens), buffer.returns[:, 0].reshape(-1, tokens))
+        for actions, returns in episodes:
             proposed[actions.tobytes()] = float(returns[-1])
         before.append(best_log_likelihood(model))
 
