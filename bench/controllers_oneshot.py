@@ -103,7 +103,7 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
         "seconds": seconds,
         "env_seconds": env.seconds,
         "accuracy": fingerprint,
-        "envs_per_worker": envs_per_worker if executor is not None and config.get("rollout_archs") else 1,
+        "envs_per_worker": config.n_envs // executor.workers if executor is not None else 1,
     }
 
 
