@@ -12,27 +12,27 @@ reward any run found, and the mean reward of each run's last 100 proposals (has 
 propose better architectures?). A second table compares controllers at equal cost: the best reward within a run's
 first N distinct architectures (a repeat is a store hit), N at each checkpoint.
 
-Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals
-and rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need,
-about 2 KB a run, small enough to commit) are rewritten after each run, so a stopped bench keeps what it
-finished, and a rerun runs only the (controller, seed) pairs that neither holds: a study longer than a session
-goes on from a committed summaries file. ``--table`` prints the tables of those runs and runs nothing.
-Evaluations are deterministic, so all runs share one evaluation store (``--store``): an architecture one run
-evaluated is a cache hit for the next, which changes no reward (and a rerun with the same store redoes finished
-runs from cache hits). Torch (the supernet's scoring) runs with
-``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker processes
-instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
+Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals and
+rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need, about 2
+KB a run, small enough to commit) are rewritten after each run, so a stopped bench keeps what it finished, and a rerun
+runs only the (controller, seed) pairs that neither holds: a study longer than a session goes on from a committed
+summaries file. Runs join only runs of the same controller config (each keeps its digest), so a changed default cannot
+mix into a study unseen. ``--table`` prints the tables of those runs and runs nothing. Evaluations are deterministic,
+so all runs share one evaluation store (``--store``): an architecture one run evaluated is a cache hit for the next,
+which changes no reward (and a rerun with the same store redoes finished runs from cache hits). Torch (the supernet's
+scoring) runs with ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker
+processes instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
 (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
-section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs. ``--envs-per-worker K``
-steps up to K envs per worker in the SB3 controllers, each rollout as many times shorter (the same architectures
-per update; a rollout of one architecture, a2c's, is not cut), so that each step gives the workers more
-architectures to share (less waiting for the slowest) and each of the controller's forward passes serves more
-architectures.
+section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs. ``--envs-per-worker K`` steps
+up to K envs per worker in the SB3 controllers, each rollout as many times shorter (the same architectures per update;
+a rollout of one architecture, a2c's, is not cut), so that each step gives the workers more architectures to share
+(less waiting for the slowest) and each of the controller's forward passes serves more architectures.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -51,16 +51,42 @@ from nas_rl.envs.registry import load_spec
 from nas_rl.evaluation.cluster import DaskExecutor
 
 
-def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
-            executor: Any = None, overrides: tuple[str, ...] = (), envs_per_worker: int = 1,
-            scored_by: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One search: every proposal's reward and architecture in order, the best one, the wall time, and the
-    fingerprint of the accuracy that scored it (``accuracy``: for a supernet, its checkpoint's digest).
+def run_config(name: str, tokens: int, overrides: tuple[str, ...] = (), workers: int = 0,
+               envs_per_worker: int = 1) -> Any:  # fmt: skip
+    """The controller's config for a run on ``workers`` Dask workers (0: in this process).
 
     On a cluster an SB3 controller steps ``envs_per_worker`` envs per worker, with its rollouts cut by as much
     so that an update still sees the same number of architectures (``rollout_archs`` x ``n_envs``); fewer when
-    its ``rollout_archs`` cannot be cut that finely (the run's ``envs_per_worker`` says how many). With
-    ``scored_by`` (the fingerprint of runs it joins) another accuracy is refused before the search.
+    its ``rollout_archs`` cannot be cut that finely (``n_envs`` over the workers says how many)."""
+    config = controller_config(name, None, tokens, overrides)
+    if workers:
+        config.n_envs = workers
+        if config.get("rollout_archs") and envs_per_worker > 1:
+            rollout = int(config.rollout_archs)
+            # the most envs per worker, up to the asked, that leave an update as many architectures (a2c's
+            # rollout of 1 architecture cannot be cut: it steps one env per worker)
+            envs_per_worker = max(k for k in range(1, envs_per_worker + 1) if rollout % k == 0)
+            config.n_envs = workers * envs_per_worker
+            config.rollout_archs = rollout // envs_per_worker
+    return config
+
+
+def config_digest(config: Any) -> str:
+    """A short digest of a composed controller config: runs of one controller join a study only when it is equal,
+    so a changed default (or ``--set``) cannot mix into the runs of the old one unseen."""
+    from omegaconf import OmegaConf
+
+    text = json.dumps(OmegaConf.to_container(config, resolve=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
+            executor: Any = None, overrides: tuple[str, ...] = (), envs_per_worker: int = 1,
+            scored_by: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One search: every proposal's reward and architecture in order, the best one, the wall time, the
+    fingerprint of the accuracy that scored it (``accuracy``: for a supernet, its checkpoint's digest) and the
+    digest of the controller's config (``run_config``). With ``scored_by`` (the fingerprint of runs it joins)
+    another accuracy is refused before the search.
     """
     # Each run its own run id in the shared store, so its episodes can be read back apart from the others'.
     run_id = f"{name}-seed{seed}" + ("-" + "-".join(overrides) if overrides else "")
@@ -72,16 +98,8 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
         raise SystemExit(f"{env_id} scores with accuracy {fingerprint}, not with the {scored_by} of the runs it would "
                          "join: give another --summaries (and --out)")  # fmt: skip
     tokens = env.unwrapped.search_space.num_decisions
-    config = controller_config(name, None, tokens, overrides)
-    if executor is not None:
-        config.n_envs = executor.workers
-        if config.get("rollout_archs") and envs_per_worker > 1:
-            rollout = int(config.rollout_archs)
-            # the most envs per worker, up to the asked, that leave an update as many architectures (a2c's
-            # rollout of 1 architecture cannot be cut: it steps one env per worker)
-            envs_per_worker = max(k for k in range(1, envs_per_worker + 1) if rollout % k == 0)
-            config.n_envs = executor.workers * envs_per_worker
-            config.rollout_archs = rollout // envs_per_worker
+    workers = executor.workers if executor is not None else 0
+    config = run_config(name, tokens, overrides, workers, envs_per_worker)
     controller = build(config, "controller")
     rewards: list[float] = []
     archs: list[str] = []
@@ -103,7 +121,8 @@ def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy
         "seconds": seconds,
         "env_seconds": env.seconds,
         "accuracy": fingerprint,
-        "envs_per_worker": config.n_envs // executor.workers if executor is not None else 1,
+        "envs_per_worker": config.n_envs // workers if workers else 1,
+        "controller": config_digest(config),
     }
 
 
@@ -117,9 +136,9 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
 
     The best reward found at each checkpoint and within that many distinct architectures, the mean reward and
     the decisions' entropy over the last 100 proposals, the distinct architectures, the time, the fingerprint of
-    the accuracy that scored them (a run that would join runs of another is refused), the envs per worker it
-    stepped. Runs saved before the bench kept every proposal have no entropy, distinct count or equal-cost cells
-    (None)."""
+    the accuracy that scored them and the digest of the controller's config (a run that would join runs of
+    another is refused), the envs per worker it stepped. Runs saved before the bench kept every proposal have no
+    entropy, distinct count or equal-cost cells (None)."""
     rewards, archs = run["rewards"], run.get("archs")
     found = np.maximum.accumulate(rewards)
     return {
@@ -135,6 +154,7 @@ def summary(run: dict[str, Any], checkpoints: list[int], space: Any) -> dict[str
         "seconds": run["seconds"],
         "accuracy": run.get("accuracy"),
         "envs_per_worker": run.get("envs_per_worker"),
+        "controller": run.get("controller"),
     }
 
 
@@ -290,6 +310,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no finished runs in {saved} or {summaries_file}")
         tables()
         return
+    for name in names:  # a run joins only runs of its controller's config: refused here, before any search
+        ours_config = config_digest(run_config(name, space.num_decisions, tuple(args.set), args.workers,
+                                               args.envs_per_worker))  # fmt: skip
+        theirs_config = sorted({run.get("controller") for run in summaries[name]} - {None, ours_config})
+        if theirs_config:
+            raise SystemExit(f"{summaries_file} holds {name} runs of controller config {', '.join(theirs_config)}, "
+                             f"not of this {name}'s {ours_config} (its default changed, or --set): give other "
+                             "--summaries (and --out)")  # fmt: skip
     import torch
 
     import nas_rl  # noqa: F401  (registers the ids)

@@ -147,3 +147,24 @@ def test_envs_per_worker_never_changes_how_many_architectures_an_update_sees(one
         oneshot.run_one("nas_rl/MnasNet-OneShot-v1", name, 100, 10, "store.sqlite", {},
                         executor=SimpleNamespace(workers=2), envs_per_worker=4)  # fmt: skip
     assert (built[0].n_envs, built[0].rollout_archs) == (envs, rollout)
+
+
+def test_runs_of_another_controller_config_are_refused_before_any_search(oneshot, space, tmp_path: Path) -> None:
+    """A summaries file whose mnasnet runs were made with another config (an older default) is refused before
+    the cluster or any search starts, and left untouched; runs of this config (or of no recorded one) join."""
+    ours = oneshot.config_digest(oneshot.run_config("mnasnet", space.num_decisions))
+    assert ours == oneshot.config_digest(oneshot.run_config("mnasnet", space.num_decisions))  # stable
+    assert ours != oneshot.config_digest(oneshot.run_config("mnasnet", space.num_decisions, ("algorithm.n_epochs=5",)))
+    assert ours != oneshot.config_digest(oneshot.run_config("mnasnet", space.num_decisions, (), 2, 4))  # 8 envs
+    summaries = tmp_path / "kept.json"
+    runs = {name: [oneshot.summary(run, [2, 5], space)] for name, run in runs_of(space).items()}
+    settings = {"env": "nas_rl/MnasNet-OneShot-v1", "budget": 6, "set": [], "envs_per_worker": 1, "checkpoints": [2, 5]}
+    argv = ["--controllers", "mnasnet,random", "--seeds", "2", "--budget", "6", "--checkpoints", "2,5",
+            "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite"), "--summaries", str(summaries)]  # fmt: skip
+    runs["mnasnet"][0]["controller"] = "0123456789abcdef"
+    summaries.write_text(json.dumps({**settings, "best": 0.9, "runs": runs}))
+    before = summaries.read_text()
+    with pytest.raises(SystemExit, match=f"holds mnasnet runs of controller config 0123456789abcdef, not of this "
+                                         f"mnasnet's {ours} \\(its default changed, or --set\\)"):  # fmt: skip
+        oneshot.main(argv)
+    assert summaries.read_text() == before and not (tmp_path / "store.sqlite").exists()
