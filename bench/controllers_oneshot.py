@@ -13,20 +13,21 @@ propose better architectures?). A second table compares controllers at equal cos
 first N distinct architectures (a repeat is a store hit), N at each checkpoint.
 
 Runs go seed by seed, every controller at each seed, and ``--out``'s ``oneshot.json`` (every run's proposals and
-rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need, about 2
-KB a run, small enough to commit) are rewritten after each run, so a stopped bench keeps what it finished, and a rerun
-runs only the (controller, seed) pairs that neither holds: a study longer than a session goes on from a committed
-summaries file. Runs join only runs of the same controller config (each keeps its digest), so a changed default cannot
-mix into a study unseen. ``--table`` prints the tables of those runs and runs nothing. Evaluations are deterministic,
-so all runs share one evaluation store (``--store``): an architecture one run evaluated is a cache hit for the next,
-which changes no reward (and a rerun with the same store redoes finished runs from cache hits). Torch (the supernet's
-scoring) runs with ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N single-thread worker
-processes instead (``cluster=dask``), with the controllers keeping N architectures in evaluation at once
-(``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's accuracy
-section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs. ``--envs-per-worker K`` steps
-up to K envs per worker in the SB3 controllers, each rollout as many times shorter (the same architectures per update;
-a rollout of one architecture, a2c's, is not cut), so that each step gives the workers more architectures to share
-(less waiting for the slowest) and each of the controller's forward passes serves more architectures.
+rewards in order) and ``--summaries`` (default ``--out``'s ``summaries.json``: per run what the tables need, about
+2 KB a run, small enough to commit) are rewritten after each run, so a stopped bench keeps what it finished, and a
+rerun runs only the (controller, seed) pairs that neither holds: a study longer than a session goes on from a
+committed summaries file. Runs join only runs of the same controller config (each keeps its digest), so a changed
+default cannot mix into a study unseen. ``--table`` prints the tables of those runs and runs nothing. Evaluations are
+deterministic, so all runs share one evaluation store (``--store``): an architecture one run evaluated is a cache hit
+for the next, which changes no reward (and a rerun with the same store redoes finished runs from cache hits). Torch
+(the supernet's scoring) runs with ``--threads`` threads. ``--workers N`` evaluates on a Dask LocalCluster of N
+single-thread worker processes instead (``cluster=dask``), with the controllers keeping N architectures in evaluation
+at once (``controller.n_envs=N``). ``--accuracy '{"calibration_images": 256}'`` merges settings into the spec's
+accuracy section; ``--set algorithm.ent_coef=0.01`` overrides a key of the controllers' configs.
+``--envs-per-worker K`` steps up to K envs per worker in the SB3 controllers, each rollout as many times shorter (the
+same architectures per update; a rollout of one architecture, a2c's, is not cut), so that each step gives the workers
+more architectures to share (less waiting for the slowest) and each of the controller's forward passes serves more
+architectures.
 """
 
 from __future__ import annotations

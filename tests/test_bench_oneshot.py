@@ -168,3 +168,8 @@ def test_runs_of_another_controller_config_are_refused_before_any_search(oneshot
                                          f"mnasnet's {ours} \\(its default changed, or --set\\)"):  # fmt: skip
         oneshot.main(argv)
     assert summaries.read_text() == before and not (tmp_path / "store.sqlite").exists()
+    runs["mnasnet"][0]["controller"] = ours  # a run of this config joins: seed 100 is finished, nothing runs
+    summaries.write_text(json.dumps({**settings, "best": 0.9, "runs": runs}))
+    oneshot.main([*argv[:3], "1", *argv[4:]])
+    assert json.loads(summaries.read_text())["runs"]["mnasnet"][0]["controller"] == ours
+    assert not (tmp_path / "store.sqlite").exists()
