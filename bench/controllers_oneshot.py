@@ -33,7 +33,6 @@ architectures.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -50,6 +49,7 @@ from controllers import TimedEnv, controller_config, interval  # noqa: E402  (be
 from nas_rl.config import build
 from nas_rl.envs.registry import load_spec
 from nas_rl.evaluation.cluster import DaskExecutor
+from nas_rl.evaluation.store import fingerprint_of
 
 
 def run_config(name: str, tokens: int, overrides: tuple[str, ...] = (), workers: int = 0,
@@ -77,8 +77,7 @@ def config_digest(config: Any) -> str:
     so a changed default (or ``--set``) cannot mix into the runs of the old one unseen."""
     from omegaconf import OmegaConf
 
-    text = json.dumps(OmegaConf.to_container(config, resolve=True), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return fingerprint_of(OmegaConf.to_container(config, resolve=True))
 
 
 def run_one(env_id: str, name: str, seed: int, budget: int, store: str, accuracy: dict[str, Any],
