@@ -48,7 +48,16 @@ def random_bytes(path: Path) -> None:
 
 
 def sqlite_header_then_garbage(path: Path) -> None:
-    path.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    garbage = bytearray(os.urandom(8192))
+    garbage[19 - 16] = 1  # the read version of a rollback-journal database; 2 (WAL) is the next case
+    path.write_bytes(b"SQLite format 3\x00" + garbage)
+
+
+def sqlite_wal_header_then_garbage(path: Path) -> None:
+    """Its header's read version says WAL: a read-only connection would make -wal and -shm files beside it."""
+    garbage = bytearray(os.urandom(8192))
+    garbage[18 - 16 : 20 - 16] = b"\x02\x02"
+    path.write_bytes(b"SQLite format 3\x00" + garbage)
 
 
 def database(*statements: str, wal: bool = False) -> Callable[[Path], None]:
@@ -64,7 +73,11 @@ def database(*statements: str, wal: bool = False) -> Callable[[Path], None]:
     return make
 
 
-NOT_A_DATABASE = {"random bytes": random_bytes, "an SQLite header, then garbage": sqlite_header_then_garbage}
+NOT_A_DATABASE = {
+    "random bytes": random_bytes,
+    "an SQLite header, then garbage": sqlite_header_then_garbage,
+    "an SQLite header saying WAL, then garbage": sqlite_wal_header_then_garbage,
+}
 FOREIGN = {
     "another application's database": database("CREATE TABLE foo (x)", "INSERT INTO foo VALUES (1)"),
     "another application's database in WAL mode": database(

@@ -151,6 +151,10 @@ class Evaluation:
     id: int | None = None
 
 
+_IMMUTABLE_READS = 3
+"""Lock-free reads of a store file before it is judged not a database (see ``EvaluationStore._recognise``)."""
+
+
 class EvaluationStore:
     """SQLite-backed store; picklable (each process opens its own connection on first use).
 
@@ -273,20 +277,27 @@ class EvaluationStore:
         connection may roll back another application's hot journal, or checkpoint its WAL file into it.
 
         The file is read alone (``immutable``: no lock, and no journal, WAL or shared-memory file opened or
-        made beside it); only if that read fails (a page read while another process checkpoints a store, or a
-        damaged file, or not a database: SQLite's "file is not a database") is it read again through a
-        read-only connection, which takes SQLite's locks. Only SQLite opens the file: POSIX locks belong to a
-        process, so closing a descriptor opened outside SQLite would drop the locks of this process's other
-        connections to the store, and another process could then checkpoint and reset the WAL under them, which
-        corrupts the store.
+        made beside it). That read can fail on a store another process is writing (a page read mid-commit or
+        mid-checkpoint); such a process keeps a journal or WAL file beside the store, so only then is the file
+        read again through a read-only connection, which takes SQLite's locks. Without one the read is tried a
+        few times (the writer may have just finished) and its error stands: a read-only connection would make
+        empty WAL and shared-memory files beside a damaged file whose header says WAL. Only SQLite opens the
+        file: POSIX locks belong to a process, so closing a descriptor opened outside SQLite would drop the
+        locks of this process's other connections to the store, and another process could then checkpoint and
+        reset the WAL under them, which corrupts the store.
         """
         uri = self.path.resolve().as_uri()
-        try:
-            with contextlib.closing(sqlite3.connect(f"{uri}?immutable=1", uri=True)) as reader:
-                _version(reader, self.path)
-                return
-        except sqlite3.DatabaseError:
-            pass
+        for attempt in range(_IMMUTABLE_READS):
+            try:
+                with contextlib.closing(sqlite3.connect(f"{uri}?immutable=1", uri=True)) as reader:
+                    _version(reader, self.path)
+                    return
+            except sqlite3.DatabaseError:
+                if any(Path(f"{self.path}{suffix}").exists() for suffix in ("-journal", "-wal")):
+                    break
+                if attempt == _IMMUTABLE_READS - 1:
+                    raise
+                time.sleep(0.05)
         with contextlib.closing(sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout)) as reader:
             _version(reader, self.path)
 
