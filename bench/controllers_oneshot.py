@@ -4,6 +4,7 @@
                                         [--seeds 10] [--first-seed 100] [--budget 500] [--checkpoints 100,250,500]
                                         [--store FILE] [--out DIR] [--threads 1] [--workers 0] [--accuracy JSON]
                                         [--table] [--summaries FILE] [--set KEY=VALUE ...] [--envs-per-worker 1]
+                                        [--join FILE ...] [--versus CONTROLLER]
 
 Each controller of ``conf/controller/`` searches the one-shot env (supernet accuracy, shipped latency table,
 soft reward at the spec's target) for ``--budget`` architectures with seeds first..first+N-1. The table shows, at
@@ -28,6 +29,12 @@ accuracy section; ``--set algorithm.ent_coef=0.01`` overrides a key of the contr
 same architectures per update; a rollout of one architecture, a2c's, is not cut), so that each step gives the workers
 more architectures to share (less waiting for the slowest) and each of the controller's forward passes serves more
 architectures.
+
+``--join FILE ...`` adds the runs of other summaries files (the same env, budget and checkpoints, scored by the same
+accuracy; another ``--set``, say) to the tables, a controller already shown taking its file's name in brackets.
+``--versus NAME`` adds a table of the differences between that controller's best reward found and each other's at
+every checkpoint: the mean difference, its 95% interval (Welch's t-test over the runs) and on how many of the seeds
+both ran it is ahead.
 """
 
 from __future__ import annotations
@@ -249,6 +256,60 @@ def at_equal_cost(summaries: dict[str, list[dict[str, Any]]], checkpoints: list[
     return "\n".join(lines)
 
 
+def versus(summaries: dict[str, list[dict[str, Any]]], name: str, checkpoints: list[int]) -> str:
+    """Per other controller: how far ``name``'s best reward found is ahead of it at each checkpoint, the mean
+    difference with its 95% interval (Welch's t-test: the runs are independent, their spreads unequal), and on how
+    many of the seeds both ran ``name`` found more at the last checkpoint."""
+    from scipy import stats
+
+    def found(runs: list[dict[str, Any]], checkpoint: int) -> np.ndarray:
+        return np.array([run["found"][str(checkpoint)] for run in runs])
+
+    ours = summaries[name]
+    lines = [f"| {name} against | {' | '.join(f'difference @{c}' for c in checkpoints)} | ahead @{checkpoints[-1]} |",
+             "|---|" + "---:|" * (len(checkpoints) + 1)]  # fmt: skip
+    for other, runs in summaries.items():
+        if other == name or not runs:
+            continue
+        cells = []
+        for checkpoint in checkpoints:
+            x, y = found(ours, checkpoint), found(runs, checkpoint)
+            difference = float(x.mean() - y.mean())
+            if min(len(x), len(y)) < 2:
+                cells.append(f"{difference:+.4f}")
+                continue
+            low, high = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+            cells.append(f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]")
+        theirs = {run["seed"]: run["found"][str(checkpoints[-1])] for run in runs}
+        shared = [run for run in ours if run["seed"] in theirs]
+        ahead = sum(run["found"][str(checkpoints[-1])] > theirs[run["seed"]] for run in shared)
+        lines.append(f"| {other} | {' | '.join(cells)} | {ahead} of {len(shared)} seeds |")
+    return "\n".join(lines)
+
+
+def joined(summaries: dict[str, list[dict[str, Any]]], files: list[Path], study: dict[str, Any]
+           ) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """``summaries`` with the runs of other summaries ``files`` beside them, a controller already there named after
+    its file (``mnasnet (oneshot-v2-2000)``); refused unless they are of the same ``study`` (env, budget,
+    checkpoints) and every run was scored by the same accuracy (for a supernet, the same checkpoint)."""
+    shown = dict(summaries)
+    for file in files:
+        if not file.is_file():
+            raise SystemExit(f"--join {file}: no such file; expected a summaries file this bench wrote")
+        kept = json.loads(file.read_text())
+        theirs = {key: kept.get(key) for key in study}
+        if theirs != study:
+            raise SystemExit(f"--join {file} holds runs of {theirs}, not of {study}: only runs of the same study join")
+        for name, runs in kept["runs"].items():
+            if runs:
+                shown[name if not shown.get(name) else f"{name} ({file.stem})"] = runs
+    scored = {json.dumps(run["accuracy"], sort_keys=True) for runs in shown.values() for run in runs if run["accuracy"]}
+    if len(scored) > 1:
+        raise SystemExit(f"--join: the runs were scored by {len(scored)} accuracies ({' / '.join(sorted(scored))}), "
+                         "expected one: their rewards cannot be compared")  # fmt: skip
+    return shown
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="nas_rl/MnasNet-OneShot-v1", help="a registered one-shot id")
@@ -268,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], help="controller overrides, e.g. algorithm.ent_coef=0.01")
     parser.add_argument("--envs-per-worker", type=int, default=1,
                         help="SB3 controllers on --workers: envs per worker, rollouts cut to match")  # fmt: skip
+    parser.add_argument("--join", nargs="*", type=Path, default=[],
+                        help="other summaries files of the same env, budget and checkpoints, shown in the tables")  # fmt: skip
+    parser.add_argument("--versus", default=None, help="a controller of the tables: its differences to each other one")
     args = parser.parse_args(argv)
     checkpoints = [c for c in (int(c) for c in args.checkpoints.split(",")) if c <= args.budget] or [args.budget]
     space = build(load_spec(args.env.split("/")[-1]).search_space, "search_space")
@@ -299,11 +363,17 @@ def main(argv: list[str] | None = None) -> None:
         summaries_file.write_text(json.dumps(document, indent=1) + "\n")
 
     def tables() -> None:
-        best = best_found(summaries)
+        shown = joined(summaries, args.join, {"env": args.env, "budget": args.budget, "checkpoints": checkpoints})
+        if args.versus is not None and not shown.get(args.versus):
+            raise SystemExit(f"--versus {args.versus}: no such controller with runs in the tables; they show "
+                             f"{', '.join(name for name, runs in shown.items() if runs)}")  # fmt: skip
+        best = best_found(shown)
         print(f"\n{args.env}: {args.budget} architectures a run; best reward any run found: {best:.4f}\n")
-        print(markdown(summaries, checkpoints, best))
-        print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(summaries, space)}")
-        print(f"\nAt equal cost (distinct architectures evaluated):\n\n{at_equal_cost(summaries, checkpoints)}")
+        print(markdown(shown, checkpoints, best))
+        print(f"\nDecision entropy of the last 100 proposals, by block:\n\n{by_block(shown, space)}")
+        print(f"\nAt equal cost (distinct architectures evaluated):\n\n{at_equal_cost(shown, checkpoints)}")
+        if args.versus is not None:
+            print(f"\nDifferences in the best reward found:\n\n{versus(shown, args.versus, checkpoints)}")
 
     if args.table:
         if not any(summaries.values()):

@@ -173,3 +173,37 @@ def test_runs_of_another_controller_config_are_refused_before_any_search(oneshot
     oneshot.main([*argv[:3], "1", *argv[4:]])
     assert json.loads(summaries.read_text())["runs"]["mnasnet"][0]["controller"] == ours
     assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_joined_studies_show_side_by_side_with_the_differences_and_their_intervals(
+    oneshot, space, tmp_path: Path, capsys
+) -> None:
+    """--join puts another summaries file's runs beside this one's (a name already shown gets its file's name);
+    --versus gives each difference in the best found with Welch's interval; another study or supernet is refused."""
+    archs = [str(arch) for arch in space.sample_archs(seed=1, count=6)]
+
+    def study(path: Path, best: dict[str, list[float]], checkpoint: str = "c1", budget: int = 6) -> None:
+        runs = {name: [oneshot.summary({"rewards": [0.1 * i] * 5 + [reward], "archs": archs, "seed": 100 + i, "seconds": 1.0,
+                                        "accuracy": {"checkpoint_sha256": checkpoint}}, [2, 6], space)
+                       for i, reward in enumerate(rewards)] for name, rewards in best.items()}  # fmt: skip
+        settings = {"env": "nas_rl/MnasNet-OneShot-v1", "budget": budget, "set": [], "envs_per_worker": 1}
+        path.write_text(json.dumps({**settings, "checkpoints": [2, 6], "best": 0.8, "runs": runs}))
+
+    study(tmp_path / "new.json", {"mnasnet": [0.6, 0.7, 0.8]})
+    study(tmp_path / "old.json", {"mnasnet": [0.5, 0.6, 0.7], "random": [0.2, 0.3, 0.4]})
+    argv = ["--table", "--controllers", "mnasnet", "--budget", "6", "--checkpoints", "2,6", "--summaries",
+            str(tmp_path / "new.json"), "--join", str(tmp_path / "old.json"), "--versus", "mnasnet"]  # fmt: skip
+    oneshot.main(argv)
+    printed = capsys.readouterr().out
+    assert "| mnasnet | 3 |" in printed and "| mnasnet (old) | 3 |" in printed and "| random | 3 |" in printed
+    # 0.1 apart, both spreads 0.1 over 3 runs: Welch's 95% interval is 0.1 -+ t(0.975, 4) * sqrt(2 * 0.01 / 3)
+    assert "| mnasnet (old) | +0.0000 [-0.2267, +0.2267] | +0.1000 [-0.1267, +0.3267] | 3 of 3 seeds |" in printed
+    assert "| random | +0.0000 [-0.2267, +0.2267] | +0.4000 [+0.1733, +0.6267] | 3 of 3 seeds |" in printed
+    with pytest.raises(SystemExit, match="--versus evolution: no such controller"):
+        oneshot.main([*argv[:-1], "evolution"])
+    study(tmp_path / "other-budget.json", {"random": [0.5]}, budget=7)
+    with pytest.raises(SystemExit, match="only runs of the same study join"):
+        oneshot.main([*argv[:-4], "--join", str(tmp_path / "other-budget.json")])
+    study(tmp_path / "other-supernet.json", {"random": [0.5]}, checkpoint="c2")
+    with pytest.raises(SystemExit, match="scored by 2 accuracies"):
+        oneshot.main([*argv[:-4], "--join", str(tmp_path / "other-supernet.json")])
