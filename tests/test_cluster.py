@@ -24,6 +24,7 @@ from nas_rl.evaluation.evaluator import Evaluator, RepeatedFailures
 from nas_rl.evaluation.executor import LocalExecutor
 from nas_rl.evaluation.reward import MnasReward
 from nas_rl.evaluation.store import EvaluationStore
+from nas_rl.runs.search import idle_workers
 from tests.helpers.doubles import (
     ChannelLatencyDouble,
     ConcurrentExecutorDouble,
@@ -119,6 +120,19 @@ def test_the_cluster_options_build_without_connecting() -> None:
     assert isinstance(executor, DaskExecutor) and (executor.address, executor.workers, executor.retries) == (None, 2, 2)
     assert executor.allow_targets == ("nas_rl.",)
     assert executor._client is None  # connects on first use
+
+
+def test_a_local_cluster_with_more_workers_than_architectures_in_evaluation_says_so() -> None:
+    """With the default n_envs=1, cluster=dask's second worker would wait through the whole search: a warning
+    names the setting; none when the controller keeps every worker busy, nor for a scheduler elsewhere."""
+    config = cluster_config("cluster.workers=3")
+    executor = build(config.cluster, "cluster")
+    warning = idle_workers(executor, build(config.controller, "controller"))
+    assert warning is not None and "controller.n_envs=1" in warning and "set controller.n_envs=3" in warning
+    assert idle_workers(executor, RandomSearch(n_envs=3)) is None
+    assert idle_workers(LocalExecutor(), RandomSearch(n_envs=1)) is None
+    remote = build(cluster_config("cluster.address=tcp://127.0.0.1:8786").cluster, "cluster")
+    assert idle_workers(remote, RandomSearch(n_envs=1)) is None  # its workers are not known here
 
 
 def compose_local():

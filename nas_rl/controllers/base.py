@@ -22,6 +22,9 @@ class Controller(ABC):
     checkpoint; the evaluations themselves live in the store and are never lost.
     """
 
+    #: Architectures it keeps in evaluation at once (``controller.n_envs``): on a cluster, the workers it can use.
+    n_envs: int = 1
+
     @abstractmethod
     def search(
         self, env: gym.Env, budget: int, seed: int, on_evaluation: OnEvaluation, log_dir: Path | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import uuid
 from dataclasses import dataclass, field, replace
@@ -17,9 +18,10 @@ from tqdm.auto import tqdm
 from nas_rl._util import atomic_write, first_line, write_text_atomically
 from nas_rl.accuracy.base import TrainableEstimator
 from nas_rl.config import build
+from nas_rl.controllers.base import Controller
 from nas_rl.envs.factory import build_env
 from nas_rl.errors import ConfigError, DataError
-from nas_rl.evaluation.cluster import ClusterLost
+from nas_rl.evaluation.cluster import ClusterLost, DaskExecutor
 from nas_rl.evaluation.executor import Executor, LocalExecutor
 from nas_rl.evaluation.store import EvaluationStore
 from nas_rl.runs import run_folder
@@ -35,6 +37,8 @@ from nas_rl.runs.run_folder import (
     writing,
 )
 from nas_rl.runs.run_report import print_summary  # noqa: F401  (re-exported: the summary table lives in report.py)
+
+logger = logging.getLogger(__name__)
 
 CSV_FIELDS = (
     "episode", "arch", "status", "cached", "accuracy", "latency_ms", "reward", "eval_seconds", "error",
@@ -320,9 +324,28 @@ def _record_identity(
     return identity
 
 
-def _run(cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming: bool) -> SearchResult:
+def idle_workers(executor: Executor, controller: Controller) -> str | None:
+    """The warning for a LocalCluster with more worker threads than the architectures the controller keeps in
+    evaluation at once (the rest would wait through the whole search), or None."""
+    if not isinstance(executor, DaskExecutor) or executor.address is not None:
+        return None  # a scheduler elsewhere: its workers are not known until it is reached
+    slots = executor.workers * executor.threads_per_worker
+    if controller.n_envs >= slots:
+        return None
+    return (
+        f"cluster=dask starts {executor.workers} worker process(es) of {executor.threads_per_worker} thread(s), but "
+        f"controller.n_envs={controller.n_envs} keeps only that many architectures in evaluation at once, so "
+        f"{slots - controller.n_envs} of its {slots} worker threads wait: set controller.n_envs={slots} or more "
+        '(README, "Past one machine")'
+    )
+
+
+def _run(cfg: DictConfig, run_dir: Path, run_id: str, controller: Controller, resuming: bool) -> SearchResult:
     # The cluster's settings are checked before the roles load data; it connects on the first evaluation.
     executor = build(cfg.cluster, "cluster") if cfg.get("cluster") else LocalExecutor()
+    warning = idle_workers(executor, controller)
+    if warning is not None:
+        logger.warning(warning)
     try:
         return _run_on(executor, cfg, run_dir, run_id, controller, resuming)
     except ClusterLost as error:
@@ -332,7 +355,7 @@ def _run(cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming:
 
 
 def _run_on(
-    executor: Executor, cfg: DictConfig, run_dir: Path, run_id: str, controller: Any, resuming: bool
+    executor: Executor, cfg: DictConfig, run_dir: Path, run_id: str, controller: Controller, resuming: bool
 ) -> SearchResult:
     store = EvaluationStore(cfg.search.store)
     env = build_env(cfg, store, run_id, executor=executor)
