@@ -130,3 +130,35 @@ def test_an_estimator_that_does_not_train_is_ranked_against_stand_alone_seeds() 
     firsts = [again[0].accuracy(a) for a in archs]
     seconds = [again[1].accuracy(a) for a in archs]
     assert [r.accuracy for r in report.rows] == pytest.approx([(a + b) / 2 for a, b in zip(firsts, seconds)])
+
+
+def test_stand_alone_references_are_kept_in_a_store_and_not_trained_again(tmp_path: Path) -> None:
+    """With a store, a second report (a stopped one resumed, or one for another estimator) reads every stand-alone
+    training back, with its accuracy and the seconds it cost, instead of training again."""
+    from nas_rl.accuracy.proxy import ProxyTraining
+    from nas_rl.data.datasets import load_digits
+    from nas_rl.evaluation.store import EvaluationStore
+    from nas_rl.tools.accuracy_report import estimator_report
+    from tests.helpers.doubles import HashAccuracyDouble
+    from tests.helpers.tiny import tiny_space
+
+    class TrainingRefusedDouble(ProxyTraining):
+        """Test double: the same fingerprint as the real training, but training is an error."""
+
+        def accuracy(self, arch):  # noqa: ANN001, ANN201
+            raise AssertionError(f"{arch} was trained again")
+
+    dataset = load_digits(resolution=16, max_samples=300)
+    store = EvaluationStore(tmp_path / "references.sqlite")
+    first = estimator_report(tiny_space(), HashAccuracyDouble(), "double", ProxyTraining(dataset, epochs=0.2, threads=1),
+                             seeds=(0, 1), archs=4, seed=3, store=store)  # fmt: skip
+    assert len(list(store.evaluations())) == 8  # 4 architectures x 2 seeds
+    again = estimator_report(tiny_space(), HashAccuracyDouble(), "double", TrainingRefusedDouble(dataset, epochs=0.2,
+                             threads=1), seeds=(0, 1), archs=4, seed=3, store=EvaluationStore(store.path))  # fmt: skip
+    assert [(r.arch, r.accuracy, r.train_seconds) for r in again.rows] == [
+        (r.arch, r.accuracy, r.train_seconds) for r in first.rows
+    ]
+    assert all(r.train_seconds > 0 for r in again.rows)  # what the training cost, not the lookup
+    with pytest.raises(AssertionError, match="trained again"):  # other references (3 seeds) are trained
+        estimator_report(tiny_space(), HashAccuracyDouble(), "double", TrainingRefusedDouble(dataset, epochs=0.2,
+                         threads=1), seeds=(0, 1, 2), archs=4, seed=3, store=EvaluationStore(store.path))  # fmt: skip

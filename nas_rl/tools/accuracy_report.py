@@ -37,6 +37,7 @@ from nas_rl.accuracy.zero_cost import (
 )
 from nas_rl.arch import ArchSpec
 from nas_rl.errors import ConfigError, EvaluationFailed, require
+from nas_rl.evaluation.store import Evaluation, EvaluationStore
 from nas_rl.spaces.base import SearchSpace
 
 #: Cheap cost measures reported next to the zero-cost proxies (Abdelfattah et al. 2021 compare with them too).
@@ -166,9 +167,14 @@ def estimator_report(
     archs: int = 50,
     seed: int = 2024,
     progress: bool = False,
+    store: EvaluationStore | None = None,
 ) -> Report:
     """How well ``estimator`` (a supernet slice, say) ranks ``archs`` architectures against stand-alone proxy
-    training, the mean over ``seeds``; and the ceiling, how well one training seed ranks them against another."""
+    training, the mean over ``seeds``; and the ceiling, how well one training seed ranks them against another.
+
+    With ``store``, each stand-alone training's accuracy (or failure) is kept there under the training's
+    fingerprint and read back instead of trained again: a stopped report goes on where it stopped, and another
+    report with the same references (another estimator, say) trains nothing."""
     require(is_int(archs) and archs >= 3, "report.archs", archs, "an integer >= 3 (correlations need points)")
     require(len(seeds) >= 2 and len(set(seeds)) == len(seeds), "report.reference.seeds", seeds, "two or more seeds")
     trainers = [copy.copy(reference) for _ in seeds]
@@ -176,13 +182,12 @@ def estimator_report(
         trainer.seed = int(value)
     rows, by_seed = [], []
     for arch in tqdm(space.sample_archs(seed, archs, distinct=True), desc="architectures", disable=not progress, unit="arch"):
-        start = time.perf_counter()
-        try:
-            accuracies = [trainer.accuracy(arch) for trainer in trainers]
-        except EvaluationFailed:
-            accuracies = []
-        row = ReportRow(arch.to_string(), _mean(accuracies) if accuracies else None,
-                        (time.perf_counter() - start) / len(seeds))  # fmt: skip
+        trained = [reference_training(trainer, arch, store) for trainer in trainers]
+        accuracies = [e.accuracy for e in trained if e.accuracy is not None]
+        if len(accuracies) < len(trained):
+            accuracies = []  # a seed that failed leaves no mean to rank
+        seconds = sum(e.accuracy_seconds or 0.0 for e in trained) / len(seeds)
+        row = ReportRow(arch.to_string(), _mean(accuracies) if accuracies else None, seconds)
         start = time.perf_counter()
         row.scores[name] = float(estimator.accuracy(arch))
         row.seconds[name] = time.perf_counter() - start
@@ -193,6 +198,22 @@ def estimator_report(
     settings = {"archs": archs, "seed": seed, "reference_epochs": reference.epochs, "reference_seeds": list(seeds)}
     return Report(rows, [correlation(rows, name)], _mean([r.train_seconds for r in rows]), settings,
                   ceiling=correlation(first, "seed"))  # fmt: skip
+
+
+def reference_training(trainer: ProxyTraining, arch: ArchSpec, store: EvaluationStore | None) -> Evaluation:
+    """``arch`` trained stand-alone by ``trainer``: its accuracy and the seconds it took (``status`` failed, with
+    the reason, when training failed), from ``store`` when it holds that training, else trained (and kept there)."""
+    text = arch.to_string()
+    fingerprint = "" if store is None else store.register_fingerprint({"reference": trainer.fingerprint()})
+    if store is not None and (stored := store.lookup(text, fingerprint)) is not None:
+        return stored
+    start = time.perf_counter()
+    try:
+        evaluation = Evaluation(text, fingerprint, "ok", accuracy=trainer.accuracy(arch))
+    except EvaluationFailed as error:
+        evaluation = Evaluation(text, fingerprint, "failed", error=str(error))
+    evaluation.accuracy_seconds = time.perf_counter() - start
+    return evaluation if store is None else store.add(evaluation)
 
 
 def correlation(rows: Sequence[ReportRow], proxy: str) -> ProxyCorrelation:
@@ -280,8 +301,11 @@ def run_report(cfg: DictConfig, run_dir: Path) -> Report:
         # An estimator without training (accuracy=supernet, ...): judged against stand-alone training.
         reference = build(cfg.report.reference.training, "report.reference.training")
         name = HydraConfig.get().runtime.choices.get("accuracy") or type(estimator).__name__
+        kept = settings.reference.get("store")
+        store = None if kept in (None, "") else EvaluationStore(kept)
         report = estimator_report(space, estimator, str(name), reference, list(settings.reference.seeds),
-                                  archs=settings.archs, seed=settings.seed, progress=settings.progress)  # fmt: skip
+                                  archs=settings.archs, seed=settings.seed, progress=settings.progress,
+                                  store=store)  # fmt: skip
         paths = write_report(report, run_dir)
         print(report.markdown())
         print(f"\nwritten: {', '.join(str(p) for p in paths.values())}")
