@@ -151,8 +151,8 @@ class Evaluation:
     id: int | None = None
 
 
+#: Lock-free reads of a store file before it is judged not a database (see ``EvaluationStore._recognise``).
 _IMMUTABLE_READS = 3
-"""Lock-free reads of a store file before it is judged not a database (see ``EvaluationStore._recognise``)."""
 
 
 class EvaluationStore:
