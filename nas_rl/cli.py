@@ -265,12 +265,13 @@ def _check_search_settings(cfg: DictConfig) -> None:
 
 
 def _check_values(cfg: DictConfig) -> None:
-    """Build the roles whose constructors validate settings without costly work (the controller, whose module
-    imports Stable-Baselines3 and torch, last)."""
+    """Build the roles whose constructors validate settings without costly work (the cluster's connects only on
+    first use; the controller, whose module imports Stable-Baselines3 and torch, last)."""
     from nas_rl.config import build
 
-    for key in ("search_space", "reward", "latency"):
-        build(cfg[key], key)
+    for key in ("search_space", "reward", "latency", "cluster"):
+        if cfg.get(key) is not None:
+            build(cfg[key], key)
     _check_accuracy(cfg)
     build(cfg["controller"], "controller")
 

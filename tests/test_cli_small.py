@@ -95,6 +95,19 @@ def test_a_missing_value_is_named_where_it_is_unset_not_where_it_is_read(capsys,
     assert "search_space.num_classes is not set" not in line and "MissingMandatoryValue" not in line
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["cluster=dask", "cluster.workers=0"], "cluster.workers=0 is not accepted: use an integer >= 1"),
+        (["cluster=dask", "seed=1,2", "cluster.retries=-1"], "cluster.retries=-1 is not accepted"),
+    ],
+)  # fmt: skip
+def test_a_wrong_cluster_setting_is_refused_before_any_run_starts(capsys, overrides: list[str], named: str) -> None:
+    """Checked with the other cheap settings (the cluster connects only on first use), so no run folder is made."""
+    line = refusal(capsys, overrides)
+    assert line.startswith(f"nas-rl: error: {named}"), line
+
+
 def test_the_one_validator_names_where_a_value_is_unset() -> None:
     from hydra import compose, initialize_config_module
 
