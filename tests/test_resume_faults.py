@@ -130,6 +130,17 @@ def test_a_run_stopped_before_its_identity_says_to_start_again(tmp_path: Path) -
     assert line.endswith("start it again: nas-rl experiment=tabular search.budget=3"), line
 
 
+def test_a_run_killed_while_hydra_wrote_its_overrides_still_names_them(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)  # killed after hydra.yaml, with overrides.yaml opened but not written
+    (run_dir / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  overrides:\n    hydra: []\n    task:\n    - experiment=tabular\n    - search.budget=3\n"
+    )
+    (run_dir / ".hydra" / "overrides.yaml").write_text("")
+    line = one_line_error(run_cli([f"resume={run_dir}"], tmp_path, timeout=300))
+    assert line.endswith("start it again: nas-rl experiment=tabular search.budget=3"), line
+
+
 def test_a_moved_run_resumes_on_its_own_store(finished_run: Path, tmp_path: Path) -> None:
     original = Path(shutil.copytree(finished_run, tmp_path / "before" / "run"))
     json_file = original / "run.json"  # as if it had been started there

@@ -142,7 +142,7 @@ def started_in(run_dir: Path, identity: RunIdentity) -> Path | None:
 
 
 def recorded_overrides(run_dir: Path, identity: RunIdentity) -> list[str]:
-    """The overrides the run was started with (``run.json``'s, else Hydra's ``.hydra/overrides.yaml``), less
+    """The overrides the run was started with (``run.json``'s, else Hydra's record in ``.hydra/``), less
     ``resume=`` and Hydra's own settings; [] if neither is there."""
     recorded = identity.overrides if identity.overrides is not None else _hydra_overrides(run_dir)
     return [o for o in recorded or () if not o.lstrip("+~").startswith(("resume=", "hydra.", "hydra/"))]
@@ -187,7 +187,15 @@ def _composes(config_module: str, overrides: list[str]) -> bool:
 
 
 def _hydra_overrides(run_dir: Path) -> list[str] | None:
+    """The run's overrides from Hydra's ``overrides.yaml``, else from ``hydra.yaml`` (``hydra.overrides.task``).
+
+    Hydra writes ``hydra.yaml`` and closes it before it opens ``overrides.yaml``, so a run killed at that moment
+    leaves an empty ``overrides.yaml`` beside a whole ``hydra.yaml``."""
     recorded = _hydra_record(run_dir, "overrides.yaml")
+    if not isinstance(recorded, list):
+        hydra = _hydra_record(run_dir, "hydra.yaml")
+        overrides = hydra.get("hydra", {}).get("overrides", {}) if isinstance(hydra, dict) else None
+        recorded = overrides.get("task") if isinstance(overrides, dict) else None
     return [str(o) for o in recorded] if isinstance(recorded, list) else None
 
 
