@@ -136,8 +136,7 @@ def started_in(run_dir: Path, identity: RunIdentity) -> Path | None:
     """The folder the run was started in: ``run.json``'s, else Hydra's record of its output folder."""
     if identity.run_dir:
         return Path(identity.run_dir)
-    recorded = _hydra_record(run_dir, "hydra.yaml")
-    output_dir = recorded.get("hydra", {}).get("runtime", {}).get("output_dir") if isinstance(recorded, dict) else None
+    output_dir = _hydra_setting(run_dir, "runtime", "output_dir")
     return Path(output_dir) if isinstance(output_dir, str) else None
 
 
@@ -193,10 +192,16 @@ def _hydra_overrides(run_dir: Path) -> list[str] | None:
     leaves an empty ``overrides.yaml`` beside a whole ``hydra.yaml``."""
     recorded = _hydra_record(run_dir, "overrides.yaml")
     if not isinstance(recorded, list):
-        hydra = _hydra_record(run_dir, "hydra.yaml")
-        overrides = hydra.get("hydra", {}).get("overrides", {}) if isinstance(hydra, dict) else None
-        recorded = overrides.get("task") if isinstance(overrides, dict) else None
+        recorded = _hydra_setting(run_dir, "overrides", "task")
     return [str(o) for o in recorded] if isinstance(recorded, list) else None
+
+
+def _hydra_setting(run_dir: Path, *keys: str) -> Any:
+    """``hydra.<keys>`` of the run's ``.hydra/hydra.yaml``; None when the file or any level of the path is missing."""
+    value = _hydra_record(run_dir, "hydra.yaml")
+    for key in ("hydra", *keys):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def _hydra_record(run_dir: Path, name: str) -> Any:
